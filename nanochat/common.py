@@ -1,0 +1,53 @@
+"""Small helpers every entry point shares: offline mode, input checks, atomic writes, logging."""
+
+import json
+import logging
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+from typing import Any, Iterable
+
+log = logging.getLogger("nanochat")
+
+
+def setup_logging() -> None:
+    """One readable line per event, to stderr (Snakemake redirects it into the rule's log file)."""
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+
+
+def go_offline() -> None:
+    """Compute stages never touch the network: a GPU node has none, so a missing file must fail fast.
+
+    Must run before anything imports huggingface_hub, which reads these variables at import time.
+    """
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    os.environ["HF_DATASETS_OFFLINE"] = "1"
+    os.environ.setdefault("WANDB_MODE", "offline")
+
+
+def require_files(paths: Iterable[str | os.PathLike]) -> None:
+    """Fail in seconds, naming every missing input, before any expensive work starts."""
+    missing = [str(p) for p in paths if not Path(p).is_file()]
+    if missing:
+        lines = "\n  ".join(missing)
+        raise SystemExit(f"error: missing input file(s):\n  {lines}\n"
+                         "Run the workflow's download targets on a machine with internet access first.")
+
+
+def write_json_atomic(path: str | os.PathLike, obj: Any) -> None:
+    """Write JSON via a temporary file and rename, so a killed job never leaves a half-written record."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n")
+    os.replace(tmp, path)
+
+
+def run_record(started: float) -> dict[str, Any]:
+    """What every stage's JSON record carries about where and how long it ran."""
+    return {"host": platform.node(), "python": platform.python_version(),
+            "wall_time_s": round(time.time() - started, 3),
+            "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}

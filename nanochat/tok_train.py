@@ -1,0 +1,72 @@
+"""Train the byte-level BPE tokenizer on the training shards (every shard but the validation one).
+
+Writes into --out_dir: tokenizer.json, token_bytes.pt (UTF-8 bytes per token id, 0 for special
+tokens, used for bits per byte) and tok_train.json (what was trained on, how long it took).
+
+    python -m nanochat.tok_train --vocab_size 4096 --out_dir tok/ shard_00000.parquet shard_00001.parquet
+"""
+
+import argparse
+import dataclasses
+import logging
+import time
+from pathlib import Path
+
+from nanochat import settings
+from nanochat.common import go_offline, require_files, run_record, setup_logging, write_json_atomic
+
+log = logging.getLogger("nanochat.tok_train")
+
+
+@dataclasses.dataclass
+class TokenizerSettings:
+    """BPE tokenizer training (HF tokenizers, GPT-4 split pattern, 9 special tokens)."""
+    vocab_size: int = dataclasses.field(default=65536, metadata={"minimum": 265})  # vocabulary size, the 9 special tokens included (at least 256 bytes + 9)
+    max_chars: int = 2_000_000_000  # train on at most this many characters of the training shards
+    doc_cap: int = 10_000  # keep at most this many characters of each document, so none dominates
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    settings.add_arguments(parser, TokenizerSettings)
+    parser.add_argument("--out_dir", type=Path, required=True, help="folder for tokenizer.json and token_bytes.pt")
+    parser.add_argument("shards", nargs="+", help="training shards (parquet, `text` column)")
+    args = parser.parse_args(argv)
+    cfg: TokenizerSettings = settings.from_args(TokenizerSettings, args)
+    go_offline()
+    setup_logging()
+    require_files(args.shards)
+
+    import torch  # after the input check: a missing shard should fail in well under a second
+
+    from nanochat.dataset import iter_texts
+    from nanochat.tokenizer import Tokenizer
+
+    started = time.time()
+    seen = {"chars": 0, "docs": 0}
+
+    def texts():
+        for text in iter_texts(args.shards, cfg.max_chars, cfg.doc_cap):
+            seen["chars"] += len(text)
+            seen["docs"] += 1
+            yield text
+
+    log.info("training vocab %d on at most %d chars of %d shard(s)", cfg.vocab_size, cfg.max_chars, len(args.shards))
+    tokenizer = Tokenizer.train(texts(), cfg.vocab_size, show_progress=True)
+    train_s = time.time() - started
+    if tokenizer.vocab_size != cfg.vocab_size:
+        log.warning("vocab came out at %d, not %d: the corpus has too few distinct merges",
+                    tokenizer.vocab_size, cfg.vocab_size)
+    args.out_dir.mkdir(parents=True, exist_ok=True)
+    tokenizer.save(args.out_dir / "tokenizer.json")
+    torch.save(torch.tensor(tokenizer.token_bytes(), dtype=torch.int32), args.out_dir / "token_bytes.pt")
+    write_json_atomic(args.out_dir / "tok_train.json", {
+        "settings": dataclasses.asdict(cfg), "shards": [str(s) for s in args.shards],
+        "train_chars": seen["chars"], "train_docs": seen["docs"], "vocab_size": tokenizer.vocab_size,
+        "train_time_s": round(train_s, 3), **run_record(started)})
+    log.info("vocab %d trained on %d chars (%d docs) in %.1fs", tokenizer.vocab_size, seen["chars"],
+             seen["docs"], train_s)
+
+
+if __name__ == "__main__":
+    main()

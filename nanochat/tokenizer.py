@@ -1,0 +1,84 @@
+"""Byte-level BPE tokenizer on HF `tokenizers`, with upstream nanochat's split pattern and special tokens."""
+
+from pathlib import Path
+from typing import Iterable, Iterator
+
+from tokenizers import Regex, Tokenizer as HFTokenizer, decoders, pre_tokenizers
+from tokenizers.models import BPE
+from tokenizers.trainers import BpeTrainer
+
+SPECIAL_TOKENS = [
+    "<|bos|>",  # starts every document; also the document delimiter in packed rows
+    "<|user_start|>", "<|user_end|>",
+    "<|assistant_start|>", "<|assistant_end|>",
+    "<|python_start|>", "<|python_end|>",  # the assistant calls the python (calculator) tool
+    "<|output_start|>", "<|output_end|>",  # the tool's output, fed back to the assistant
+]
+
+# GPT-4's split pattern, except numbers split into groups of 1-2 digits (not 1-3): fewer tokens
+# are spent on number merges, which a small vocabulary cannot afford.
+SPLIT_PATTERN = (r"""'(?i:[sdmt]|ll|ve|re)|[^\r\n\p{L}\p{N}]?+\p{L}+|\p{N}{1,2}| ?[^\s\p{L}\p{N}]++[\r\n]*"""
+                 r"""|\s*[\r\n]|\s+(?!\S)|\s+""")
+
+
+class Tokenizer:
+    """Thin wrapper: encode/decode plain text, look up special tokens, save/load `tokenizer.json`."""
+
+    def __init__(self, hf: HFTokenizer):
+        self.hf = hf
+
+    @classmethod
+    def train(cls, texts: Iterable[str], vocab_size: int, show_progress: bool = False) -> "Tokenizer":
+        hf = HFTokenizer(BPE(byte_fallback=True, unk_token=None, fuse_unk=False))
+        hf.normalizer = None
+        hf.pre_tokenizer = pre_tokenizers.Sequence([
+            pre_tokenizers.Split(pattern=Regex(SPLIT_PATTERN), behavior="isolated", invert=False),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+        ])
+        hf.decoder = decoders.ByteLevel()
+        trainer = BpeTrainer(vocab_size=vocab_size, min_frequency=0, show_progress=show_progress,
+                             initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+                             special_tokens=SPECIAL_TOKENS)
+        hf.train_from_iterator(texts, trainer)
+        return cls(hf)
+
+    @classmethod
+    def load(cls, path: str | Path) -> "Tokenizer":
+        return cls(HFTokenizer.from_file(str(path)))
+
+    def save(self, path: str | Path) -> None:
+        self.hf.save(str(path))
+
+    @property
+    def vocab_size(self) -> int:
+        return self.hf.get_vocab_size()
+
+    def special_id(self, token: str) -> int:
+        token_id = self.hf.token_to_id(token)
+        if token_id is None:
+            raise KeyError(f"{token} is not a special token of this tokenizer")
+        return token_id
+
+    @property
+    def bos_id(self) -> int:
+        return self.special_id("<|bos|>")
+
+    def encode(self, text: str, prepend_bos: bool = False) -> list[int]:
+        ids = self.hf.encode(text, add_special_tokens=False).ids
+        return [self.bos_id] + ids if prepend_bos else ids
+
+    def encode_batch(self, texts: list[str], prepend_bos: bool = False) -> Iterator[list[int]]:
+        for encoding in self.hf.encode_batch_fast(texts, add_special_tokens=False):
+            yield [self.bos_id] + encoding.ids if prepend_bos else encoding.ids
+
+    def decode(self, ids: list[int]) -> str:
+        return self.hf.decode(ids, skip_special_tokens=False)
+
+    def token_bytes(self) -> list[int]:
+        """UTF-8 bytes each token stands for (0 for special tokens): the denominator of bits per byte."""
+        specials = set(SPECIAL_TOKENS)
+        lengths = [0] * self.vocab_size
+        for token, token_id in self.hf.get_vocab().items():
+            # ByteLevel spells every byte as exactly one printable character.
+            lengths[token_id] = 0 if token in specials else len(token)
+        return lengths

@@ -1,0 +1,29 @@
+# Paths of every artefact (the layout of docs/reference/artifacts.md) and helpers shared by rules.
+import shlex
+import sys
+from pathlib import Path
+
+# Jobs run `python -m nanochat...`: find the Python that runs Snakemake (e.g. an unactivated .venv)
+# first. A conda env from --sdm conda is activated inside the job and still comes first.
+os.environ["PATH"] = os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"]
+
+BASE = Path(os.path.expandvars(config["base_dir"])).expanduser()
+DATA_DIR = BASE / "base_data" / config["data"]["source"]
+SHARDS = [str(DATA_DIR / f"shard_{i:05d}.parquet") for i in range(config["data"]["num_shards"])]
+TRAIN_SHARDS, VAL_SHARD = SHARDS[:-1], SHARDS[-1]
+TOKENIZER_DIR = BASE / "tokenizer"
+# Every file that needs the network; the `download` target builds exactly these.
+DOWNLOADS = SHARDS if config["data"]["source"] == "fineweb-edu" else []
+
+
+def log_path(rule: str, name: str = "") -> str:
+    return str(BASE / "logs" / rule / f"{name or rule}.log")
+
+
+def benchmark_path(rule: str, name: str = "") -> str:
+    return str(BASE / "benchmarks" / rule / f"{name or rule}.tsv")
+
+
+def cli(settings: dict) -> str:
+    """A config section as the entry point's `--key=value` flags (the flags are the section's keys)."""
+    return " ".join(f"--{key}={shlex.quote(str(value))}" for key, value in settings.items())

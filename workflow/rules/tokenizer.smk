@@ -1,0 +1,40 @@
+# Tokenizer training on the training shards, and its compression on the validation shard.
+
+
+rule tok_train:
+    input:
+        shards=TRAIN_SHARDS,
+    output:
+        tokenizer=str(TOKENIZER_DIR / "tokenizer.json"),
+        token_bytes=str(TOKENIZER_DIR / "token_bytes.pt"),
+        record=str(TOKENIZER_DIR / "tok_train.json"),
+    params:
+        settings=cli(config["tokenizer"]),
+    threads: 8
+    log:
+        log_path("tok_train"),
+    benchmark:
+        benchmark_path("tok_train")
+    conda:
+        "../envs/train.yaml"
+    shell:
+        "RAYON_NUM_THREADS={threads} python -m nanochat.tok_train {params.settings}"
+        " --out_dir=$(dirname {output.tokenizer}) {input.shards} 2> {log}"
+
+
+rule tok_eval:
+    input:
+        tokenizer=rules.tok_train.output.tokenizer,
+        train=TRAIN_SHARDS[0],
+        val=VAL_SHARD,
+    output:
+        record=str(TOKENIZER_DIR / "tok_eval.json"),
+    params:
+        settings=cli(config["tok_eval"]),
+    log:
+        log_path("tok_eval"),
+    conda:
+        "../envs/train.yaml"
+    shell:
+        "python -m nanochat.tok_eval {params.settings} --tokenizer={input.tokenizer}"
+        " --train={input.train} --val={input.val} --out={output.record} 2> {log}"
