@@ -101,6 +101,26 @@ def reference_markdown() -> str:
     return "\n".join(lines)
 
 
+def coerce_cli_strings(config: dict[str, Any]) -> None:
+    """Snakemake's `--config key={nested: 8192}` delivers nested values as strings: restore numbers
+    and booleans where the setting's type asks for one. Anything else is left for the schema to reject."""
+    casts = {int: int, float: float, bool: lambda s: {"true": True, "false": False}[s.lower()]}
+
+    def coerce(values: dict[str, Any], cls: type) -> None:
+        hints = typing.get_type_hints(cls)
+        for key, value in values.items():
+            if isinstance(value, str) and hints.get(key) in casts:
+                try:
+                    values[key] = casts[hints[key]](value)
+                except (ValueError, KeyError):
+                    pass
+
+    coerce(config, WorkflowSettings)
+    for name, cls in sections().items():
+        if isinstance(config.get(name), dict):
+            coerce(config[name], cls)
+
+
 def add_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
     """One `--name=value` flag per setting, with the dataclass default and comment as help."""
     hints = typing.get_type_hints(cls)

@@ -27,3 +27,14 @@ def benchmark_path(rule: str, name: str = "") -> str:
 def cli(settings: dict) -> str:
     """A config section as the entry point's `--key=value` flags (the flags are the section's keys)."""
     return " ".join(f"--{key}={shlex.quote(str(value))}" for key, value in settings.items())
+
+
+# SLURM mail: the ptolemy profile passes $NANOCHAT_SLURM_MAIL to sbatch. The address comes from
+# config `email`, else $EMAIL; with neither, no mail flags are sent and the run says so once.
+MAIL_USER = config["email"] or os.environ.get("EMAIL", "")
+os.environ["NANOCHAT_SLURM_MAIL"] = f"--mail-type=END,FAIL --mail-user={MAIL_USER}" if MAIL_USER else ""
+
+
+onstart:
+    if not MAIL_USER and workflow.non_local_exec:
+        logger.warning("No e-mail address (config `email` or $EMAIL): SLURM jobs will not send END/FAIL mail.")

@@ -1,0 +1,45 @@
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def snakemake(workdir: Path, *args: str, profile: str = "local", env: dict | None = None,
+              check: bool = True, timeout: float = 300, wait: bool = True):
+    """Run the real workflow with a repo profile, its artefacts and metadata under `workdir`.
+
+    With wait=False, return the running Popen (in its own process group, so a test can Ctrl-C it)."""
+    cmd = [sys.executable, "-m", "snakemake", "--profile", f"profiles/{profile}", "--directory", str(workdir), *args]
+    full_env = {**os.environ, "HF_HUB_DISABLE_XET": "1", **(env or {})}
+    if not wait:
+        return subprocess.Popen(cmd, cwd=REPO, env=full_env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                start_new_session=True)
+    result = subprocess.run(cmd, cwd=REPO, env=full_env, capture_output=True, text=True, timeout=timeout)
+    if check and result.returncode != 0:
+        raise AssertionError(f"snakemake {' '.join(args)} failed ({result.returncode}):\n{result.stderr[-6000:]}")
+    return result
+
+
+def jobs_run(result: subprocess.CompletedProcess) -> dict[str, int]:
+    """Rule name -> job count from Snakemake's 'Job stats' table (empty when nothing ran)."""
+    counts, lines = {}, (result.stdout + result.stderr).splitlines()
+    if "Job stats:" not in lines:
+        return counts
+    for line in lines[lines.index("Job stats:") + 3:]:
+        parts = line.split()
+        if len(parts) != 2 or not parts[1].isdigit() or parts[0] == "total":
+            break
+        counts[parts[0]] = int(parts[1])
+    return counts
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory) -> Path:
+    """One real local-profile run of the tiny preset to tok_eval, shared by read-only tests."""
+    workdir = tmp_path_factory.mktemp("tiny")
+    snakemake(workdir, "all", "--config", "tokenizer={vocab_size: 512}")
+    return workdir

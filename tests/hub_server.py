@@ -1,0 +1,98 @@
+"""A local stand-in for the Hugging Face hub on 127.0.0.1: enough of its protocol for huggingface_hub.
+
+Serves the files of one folder as dataset repo `repo_id` (HEAD/GET `/datasets/{repo}/resolve/{rev}/{file}`,
+with the X-Repo-Commit, ETag and size headers the client needs). Faults can be queued per file:
+  "corrupt"  the body has the right length but a garbled parquet footer
+  "stall"    the headers and half the body, then nothing until `release()` (a download killed midway)
+Every request is logged as (method, filename).
+"""
+
+import hashlib
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+COMMIT = "a" * 40
+
+
+class HubServer:
+    def __init__(self, root: Path, repo_id: str):
+        self.root, self.repo_id = root, repo_id
+        self.faults: dict[str, list[str]] = {}
+        self.requests: list[tuple[str, str]] = []
+        self.released = threading.Event()
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self.httpd.daemon_threads = True
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.httpd.server_address[1]}"
+
+    def gets(self) -> list[str]:
+        return [name for method, name in self.requests if method == "GET"]
+
+    def release(self) -> None:
+        self.released.set()
+
+    def __enter__(self) -> "HubServer":
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+    def _handler(self):
+        server = self
+        prefix = f"/datasets/{self.repo_id}/resolve/"
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args):  # keep pytest output clean
+                pass
+
+            def _resolve(self) -> Path | None:
+                if not self.path.startswith(prefix):
+                    return None
+                name = self.path[len(prefix):].split("/", 1)[1]  # drop the revision
+                path = server.root / name
+                server.requests.append((self.command, name))
+                return path if path.is_file() else None
+
+            def _headers(self, path: Path | None, size: int) -> None:
+                if path is None:
+                    self.send_response(404)
+                    self.send_header("X-Error-Code", "EntryNotFound")
+                else:
+                    self.send_response(200)
+                    self.send_header("ETag", f'"{hashlib.sha256(path.read_bytes()).hexdigest()}"')
+                self.send_header("X-Repo-Commit", COMMIT)
+                self.send_header("Content-Length", str(size))
+                self.end_headers()
+
+            def do_HEAD(self):
+                path = self._resolve()
+                self._headers(path, path.stat().st_size if path else 0)
+
+            def do_GET(self):
+                path = self._resolve()
+                if path is None:
+                    return self._headers(None, 0)
+                body = path.read_bytes()
+                queue = server.faults.get(path.name, [])
+                fault = queue.pop(0) if queue else None
+                self._headers(path, len(body))
+                if fault == "corrupt":
+                    body = body[:-64] + bytes(64)
+                elif fault == "stall":
+                    self.wfile.write(body[: len(body) // 2])
+                    self.wfile.flush()
+                    server.released.wait(timeout=60)
+                    self.close_connection = True
+                    return
+                self.wfile.write(body)
+
+        return Handler

@@ -1,0 +1,81 @@
+"""fineweb-edu shard downloads through the real huggingface_hub client, against a local hub on 127.0.0.1."""
+
+import os
+import signal
+import subprocess
+import time
+
+import pytest
+
+from conftest import snakemake
+from hub_server import HubServer
+from nanochat.dataset import build_offline_shard, shard_name
+
+REPO_ID = "test/fineweb-edu"
+NUM_SHARDS = 3
+CONFIG = ["--config", f"data={{source: fineweb-edu, num_shards: {NUM_SHARDS}, hf_repo: {REPO_ID}}}",
+          "tokenizer={vocab_size: 300}"]
+
+
+@pytest.fixture
+def hub(tmp_path):
+    served = tmp_path / "served"
+    served.mkdir()
+    for i in range(NUM_SHARDS):
+        build_offline_shard(i, NUM_SHARDS, served / shard_name(i))
+    with HubServer(served, REPO_ID) as server:
+        yield server
+
+
+def run(workdir, hub, *targets, **kwargs):
+    env = {"HF_ENDPOINT": hub.endpoint, "HF_HOME": str(workdir / "hf-home")}
+    return snakemake(workdir, *targets, *CONFIG, env=env, **kwargs)
+
+
+def shard_path(workdir, i):
+    return workdir / ".nanochat" / "base_data" / "fineweb-edu" / shard_name(i)
+
+
+def test_clean_download_then_compute_stays_offline(tmp_path, hub):
+    workdir = tmp_path / "wd"
+    run(workdir, hub, "download")
+    for i in range(NUM_SHARDS):
+        assert shard_path(workdir, i).read_bytes() == (hub.root / shard_name(i)).read_bytes()
+    assert sorted(hub.gets()) == [shard_name(i) for i in range(NUM_SHARDS)]
+
+    requests_after_download = list(hub.requests)
+    run(workdir, hub, "all")  # tokenizer training and evaluation on the downloaded shards
+    assert (workdir / ".nanochat" / "tokenizer" / "tok_eval.json").is_file()
+    assert hub.requests == requests_after_download, "a compute rule contacted the hub"
+
+
+def test_corrupt_shard_is_rejected_and_downloaded_again(tmp_path, hub):
+    workdir = tmp_path / "wd"
+    hub.faults[shard_name(1)] = ["corrupt"]
+    run(workdir, hub, "download")
+    assert shard_path(workdir, 1).read_bytes() == (hub.root / shard_name(1)).read_bytes()
+    assert hub.gets().count(shard_name(1)) == 2
+    log = (workdir / ".nanochat" / "logs" / "download_shard" / "shard_00001.log").read_text()
+    assert "rejected: unreadable parquet footer" in log
+
+
+def test_interrupted_download_reruns_only_that_shard(tmp_path, hub):
+    workdir = tmp_path / "wd"
+    hub.faults[shard_name(2)] = ["stall"]
+    proc = run(workdir, hub, "download", wait=False)
+    deadline = time.time() + 120
+    while not (shard_name(2) in hub.gets() and shard_path(workdir, 0).exists() and shard_path(workdir, 1).exists()):
+        assert proc.poll() is None and time.time() < deadline, "download did not reach the stalled shard"
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C in the terminal
+    proc.wait(timeout=60)
+    assert proc.returncode != 0
+    assert not shard_path(workdir, 2).exists(), "a partial shard was left under its final name"
+
+    hub.release()
+    hub.requests.clear()
+    kept = [shard_path(workdir, i).stat().st_mtime_ns for i in (0, 1)]
+    run(workdir, hub, "download")
+    assert hub.gets() == [shard_name(2)]
+    assert [shard_path(workdir, i).stat().st_mtime_ns for i in (0, 1)] == kept
+    assert shard_path(workdir, 2).read_bytes() == (hub.root / shard_name(2)).read_bytes()

@@ -1,0 +1,74 @@
+"""Real Snakemake runs of the workflow: targets, rerun semantics, config validation, both profiles."""
+
+import json
+
+import pytest
+import torch
+
+from conftest import jobs_run, snakemake
+from nanochat.dataset import iter_texts
+from nanochat.tokenizer import SPECIAL_TOKENS, Tokenizer
+
+TARGETS = ["all", "report", "download"]
+
+
+def test_local_run_builds_a_working_tokenizer(tiny_run):
+    tok_dir = tiny_run / ".nanochat" / "tokenizer"
+    tokenizer = Tokenizer.load(tok_dir / "tokenizer.json")
+    assert tokenizer.vocab_size == 512
+    text = "In the beginning was the Word, 1234 times; naïve café ✓\n\tindented"
+    ids = tokenizer.encode(text)
+    assert tokenizer.decode(ids) == text
+    token_bytes = torch.load(tok_dir / "token_bytes.pt")
+    assert int(token_bytes[ids].sum()) == len(text.encode("utf-8"))
+    special_ids = [tokenizer.special_id(t) for t in SPECIAL_TOKENS]
+    assert len(set(special_ids)) == 9 and all(token_bytes[i] == 0 for i in special_ids)
+    assert tokenizer.decode([tokenizer.bos_id] + ids) == "<|bos|>" + text
+    record = json.loads((tok_dir / "tok_eval.json").read_text())
+    assert record["vocab_size"] == 512 and 2.0 < record["val"]["bytes_per_token"] < 5.0
+    val_texts = list(iter_texts([tiny_run / ".nanochat/base_data/offline/shard_00003.parquet"],
+                                record["settings"]["max_chars"]))
+    assert record["val"]["bytes"] == sum(len(t.encode("utf-8")) for t in val_texts)
+    assert record["val"]["tokens"] == sum(len(tokenizer.encode(t)) for t in val_texts)
+
+
+def test_rerun_after_tokenizer_change_reruns_only_downstream(tmp_path):
+    first = snakemake(tmp_path, "all", "--config", "tokenizer={vocab_size: 300}")
+    assert jobs_run(first) == {"offline_shard": 4, "tok_train": 1, "tok_eval": 1, "all": 1}
+    shards = sorted((tmp_path / ".nanochat" / "base_data" / "offline").glob("shard_*.parquet"))
+    shard_mtimes = [p.stat().st_mtime_ns for p in shards]
+
+    unchanged = snakemake(tmp_path, "all", "--config", "tokenizer={vocab_size: 300}")
+    assert jobs_run(unchanged) == {}
+
+    changed = snakemake(tmp_path, "all", "--config", "tokenizer={vocab_size: 320}")
+    assert jobs_run(changed) == {"tok_train": 1, "tok_eval": 1, "all": 1}
+    assert [p.stat().st_mtime_ns for p in shards] == shard_mtimes
+    assert Tokenizer.load(tmp_path / ".nanochat/tokenizer/tokenizer.json").vocab_size == 320
+
+
+@pytest.mark.parametrize("profile", ["local", "ptolemy"])
+@pytest.mark.parametrize("target", TARGETS)
+def test_every_target_dry_runs(tmp_path, profile, target):
+    result = snakemake(tmp_path, "-n", target, profile=profile, env={"EMAIL": "student@example.edu"})
+    assert "This was a dry-run" in result.stdout + result.stderr or "Nothing to be done" in result.stdout + result.stderr
+
+
+def test_ptolemy_profile_plans_the_d20_download_on_scratch(tmp_path):
+    result = snakemake(tmp_path, "-n", "download", profile="ptolemy", env={"USER": "student"})
+    assert jobs_run(result)["download_shard"] == 240
+    assert "/scratch/ptolemy/users/student/nanochat/base_data/fineweb-edu/shard_00239.parquet" in result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("override, key", [
+    ("tokenizer={vocab_size: abc}", "vocab_size"),
+    ("tokenizer={vocab_size: 100}", "vocab_size"),
+    ("data={source: commoncrawl}", "source"),
+    ("tokenizer={vocab_sise: 4096}", "vocab_sise"),
+])
+def test_invalid_config_names_the_key(tmp_path, override, key):
+    result = snakemake(tmp_path, "-n", "all", "--config", override, check=False)
+    assert result.returncode != 0
+    output = result.stdout + result.stderr
+    assert "Error validating config" in output
+    assert f"['{key}']" in output or f"'{key}' was unexpected" in output
