@@ -12,12 +12,15 @@ def snakemake(workdir: Path, *args: str, profile: str = "local", env: dict | Non
               check: bool = True, timeout: float = 300, wait: bool = True):
     """Run the real workflow with a repo profile, its artefacts and metadata under `workdir`.
 
-    With wait=False, return the running Popen (in its own process group, so a test can Ctrl-C it)."""
+    With wait=False, return the running Popen (in its own process group, so a test can Ctrl-C it),
+    its output going to `workdir/snakemake.out`."""
     cmd = [sys.executable, "-m", "snakemake", "--profile", f"profiles/{profile}", "--directory", str(workdir), *args]
     full_env = {**os.environ, "HF_HUB_DISABLE_XET": "1", **(env or {})}
     if not wait:
-        return subprocess.Popen(cmd, cwd=REPO, env=full_env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                start_new_session=True)
+        workdir.mkdir(parents=True, exist_ok=True)
+        with open(workdir / "snakemake.out", "w") as out:
+            return subprocess.Popen(cmd, cwd=REPO, env=full_env, stdout=out, stderr=subprocess.STDOUT,
+                                    start_new_session=True)
     result = subprocess.run(cmd, cwd=REPO, env=full_env, capture_output=True, text=True, timeout=timeout)
     if check and result.returncode != 0:
         raise AssertionError(f"snakemake {' '.join(args)} failed ({result.returncode}):\n{result.stderr[-6000:]}")

@@ -64,7 +64,11 @@ def test_interrupted_download_reruns_only_that_shard(tmp_path, hub):
     hub.faults[shard_name(2)] = ["stall"]
     proc = run(workdir, hub, "download", wait=False)
     deadline = time.time() + 120
-    while not (shard_name(2) in hub.gets() and shard_path(workdir, 0).exists() and shard_path(workdir, 1).exists()):
+
+    def finished_downloads() -> int:
+        return (workdir / "snakemake.out").read_text().count("(Rule: download_shard)")
+
+    while not (shard_name(2) in hub.gets() and finished_downloads() == 2):
         assert proc.poll() is None and time.time() < deadline, "download did not reach the stalled shard"
         time.sleep(0.2)
     os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C in the terminal
