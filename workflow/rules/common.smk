@@ -12,6 +12,8 @@ DATA_DIR = BASE / "base_data" / config["data"]["source"]
 SHARDS = [str(DATA_DIR / f"shard_{i:05d}.parquet") for i in range(config["data"]["num_shards"])]
 TRAIN_SHARDS, VAL_SHARD = SHARDS[:-1], SHARDS[-1]
 TOKENIZER_DIR = BASE / "tokenizer"
+BASE_CKPT = BASE / "base_checkpoints"
+EVAL_DIR = BASE / "eval"
 # Every file that needs the network; the `download` target builds exactly these.
 DOWNLOADS = SHARDS if config["data"]["source"] == "fineweb-edu" else []
 
@@ -27,6 +29,11 @@ def benchmark_path(rule: str, name: str = "") -> str:
 def cli(settings: dict) -> str:
     """A config section as the entry point's `--key=value` flags (the flags are the section's keys)."""
     return " ".join(f"--{key}={shlex.quote(str(value))}" for key, value in settings.items())
+
+
+# How training runs (device, checkpoint/eval/log frequency, wandb): passed to the shell but not a
+# `param`, so changing it never retrains a model.
+RUNTIME_ARGS = cli(config["runtime"])
 
 
 # SLURM mail: the ptolemy profile passes $NANOCHAT_SLURM_MAIL to sbatch. The address comes from

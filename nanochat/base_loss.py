@@ -1,0 +1,86 @@
+"""Evaluate the base model: bits per byte on the training and validation splits, and a few greedy
+completions of fixed prompts, to one JSON record.
+
+    python -m nanochat.base_loss --model_dir=base/ --tokenizer=tok/tokenizer.json \
+        --train=shard_00000.parquet --val=shard_00003.parquet --out=base_loss.json
+"""
+
+import argparse
+import dataclasses
+import logging
+import time
+from pathlib import Path
+
+from nanochat import settings
+from nanochat.common import go_offline, require_files, run_record, setup_logging, write_json_atomic
+
+log = logging.getLogger("nanochat.base_loss")
+
+PROMPTS = [  # upstream's sample prompts
+    "The capital of France is",
+    "The chemical symbol of gold is",
+    "If yesterday was Friday, then tomorrow will be",
+    "The opposite of hot is",
+    "The planets of the solar system are:",
+    "My favorite color is",
+    "If 5*x + 3 = 13, then x is",
+]
+
+
+@dataclasses.dataclass
+class BaseLossSettings:
+    """Base model loss evaluation and samples."""
+    split_tokens: int = 10_485_760  # tokens evaluated on each split
+    device_batch_size: int = 32  # sequences per evaluation batch
+    sample_tokens: int = 16  # tokens generated greedily after each sample prompt
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    settings.add_arguments(parser, BaseLossSettings)
+    parser.add_argument("--model_dir", type=Path, required=True, help="folder with model.pt and meta.json")
+    parser.add_argument("--tokenizer", type=Path, required=True, help="tokenizer.json (token_bytes.pt beside it)")
+    parser.add_argument("--train", type=Path, required=True, help="a training shard")
+    parser.add_argument("--val", type=Path, required=True, help="the validation shard")
+    parser.add_argument("--out", type=Path, required=True, help="JSON record to write")
+    parser.add_argument("--device", default="", help="cuda, cpu or mps (default: the best available)")
+    args = parser.parse_args(argv)
+    cfg: BaseLossSettings = settings.from_args(BaseLossSettings, args)
+    go_offline()
+    setup_logging()
+    token_bytes_path = args.tokenizer.parent / "token_bytes.pt"
+    require_files([args.model_dir / "model.pt", args.model_dir / "meta.json", args.tokenizer, token_bytes_path,
+                   args.train, args.val])
+
+    import torch
+
+    from nanochat.checkpoint import load_model
+    from nanochat.compute import init_compute
+    from nanochat.dataloader import DataLoader
+    from nanochat.loss_eval import evaluate_bpb
+    from nanochat.tokenizer import Tokenizer
+
+    started = time.time()
+    compute = init_compute(args.device)
+    model, meta = load_model(args.model_dir, compute.device)
+    tokenizer = Tokenizer.load(args.tokenizer)
+    token_bytes = torch.load(token_bytes_path)
+    B, T = cfg.device_batch_size, model.config.sequence_len
+    steps = max(1, cfg.split_tokens // (B * T))
+    record = {"settings": dataclasses.asdict(cfg), "model_step": meta["step"], "tokens_per_split": steps * B * T}
+    for split, shard in (("train", args.train), ("val", args.val)):
+        loader = DataLoader([shard], tokenizer, B, T, B * T)
+        record[f"{split}_bpb"] = evaluate_bpb(model, loader, steps, token_bytes, compute)
+        log.info("%s: %.4f bits/byte over %d tokens", split, record[f"{split}_bpb"], steps * B * T)
+    samples = []
+    for prompt in PROMPTS:
+        tokens = tokenizer.encode(prompt, prepend_bos=True)
+        with compute.autocast():
+            completion = tokenizer.decode(list(model.generate(tokens, cfg.sample_tokens)))
+        samples.append({"prompt": prompt, "completion": completion})
+        log.info("%s|%s", prompt, completion.replace("\n", "\\n"))
+    write_json_atomic(args.out, {**record, "samples": samples, "device": str(compute.device), **run_record(started)})
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,195 @@
+"""Pretrain the base model on the tokenized shards; resumable at any step checkpoint.
+
+    python -m nanochat.base_train --depth=4 --tokenizer=tok/tokenizer.json --val=val.parquet \
+        --out_dir=base/ --ckpt_dir=base/steps shard_00000.parquet ...
+    torchrun --standalone --nproc_per_node=8 -m nanochat.base_train ...   # one process per GPU
+
+Step checkpoints go to --ckpt_dir/<run hash>/ (the hash covers the settings and the tokenizer, so
+a changed run never resumes from another's state). On start the newest complete one is restored.
+SIGTERM/SIGUSR1 write a checkpoint and exit with status 75; rerunning continues from there.
+"""
+
+import argparse
+import contextlib
+import dataclasses
+import hashlib
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+
+from nanochat import settings
+from nanochat.common import go_offline, require_files, run_record, setup_logging, write_json_atomic
+from nanochat.training import RuntimeSettings
+
+log = logging.getLogger("nanochat.base_train")
+
+
+@dataclasses.dataclass
+class BaseTrainSettings:
+    """Base model pretraining: model shape, optimization and training length."""
+    depth: int = dataclasses.field(default=20, metadata={"minimum": 1})  # transformer layers; width = depth x 64 unless model_dim is set
+    model_dim: int = 0  # width override for tiny models, a multiple of 64 (0: depth x 64)
+    n_kv_head: int = 0  # key/value heads for grouped-query attention (0: as many as query heads)
+    max_seq_len: int = 2048  # context length in tokens
+    device_batch_size: int = 32  # sequences per micro-batch on each device
+    total_batch_size: int = 524_288  # tokens per optimizer step over all devices; sets gradient accumulation
+    num_iterations: int = -1  # optimizer steps; -1: derived from target_flops, else from target_param_data_ratio
+    target_flops: float = -1.0  # training compute budget in FLOPs (-1: unused)
+    target_param_data_ratio: float = 20.0  # training tokens = ratio x parameters, when neither of the above is set
+    embedding_lr: float = 0.2  # AdamW learning rate of the embedding (x (width/768)^-0.5)
+    unembedding_lr: float = 0.004  # AdamW learning rate of the output head (x (width/768)^-0.5)
+    matrix_lr: float = 0.02  # Muon learning rate of the transformer block matrices
+    weight_decay: float = 0.0  # AdamW weight decay of embedding and head
+    grad_clip: float = 1.0  # clip the global gradient norm to this (0: no clipping)
+    warmdown_ratio: float = 0.2  # final fraction of steps over which the learning rate decays linearly to 0
+    seed: int = 42  # seed of the initial weights
+
+
+def num_steps(cfg: BaseTrainSettings, num_params: int, flops_per_token: int) -> int:
+    """Training length: num_iterations, else a FLOPs budget, else tokens = ratio x parameters."""
+    if cfg.num_iterations > 0:
+        return cfg.num_iterations
+    if cfg.target_flops > 0:
+        return max(1, round(cfg.target_flops / (flops_per_token * cfg.total_batch_size)))
+    return max(1, round(cfg.target_param_data_ratio * num_params / cfg.total_batch_size))
+
+
+def run_hash(cfg: BaseTrainSettings, tokenizer_path: Path, shards: list[str]) -> str:
+    h = hashlib.sha256(json.dumps(dataclasses.asdict(cfg), sort_keys=True).encode())
+    h.update(Path(tokenizer_path).read_bytes())
+    h.update("\n".join(Path(s).name for s in shards).encode())
+    return h.hexdigest()[:12]
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    settings.add_arguments(parser, BaseTrainSettings)
+    settings.add_arguments(parser, RuntimeSettings)
+    parser.add_argument("--tokenizer", type=Path, required=True, help="tokenizer.json (token_bytes.pt beside it)")
+    parser.add_argument("--val", type=Path, required=True, help="validation shard")
+    parser.add_argument("--out_dir", type=Path, required=True, help="where the final model.pt/meta.json go")
+    parser.add_argument("--ckpt_dir", type=Path, required=True, help="where resumable step checkpoints go")
+    parser.add_argument("shards", nargs="+", help="training shards")
+    args = parser.parse_args(argv)
+    cfg: BaseTrainSettings = settings.from_args(BaseTrainSettings, args)
+    rt: RuntimeSettings = settings.from_args(RuntimeSettings, args)
+    go_offline()
+    setup_logging()
+    token_bytes_path = args.tokenizer.parent / "token_bytes.pt"
+    require_files([*args.shards, args.val, args.tokenizer, token_bytes_path])
+
+    import torch
+    from torch.nn.parallel import DistributedDataParallel as DDP
+
+    from nanochat.checkpoint import StepCheckpoints, save_final
+    from nanochat.compute import init_compute, shutdown
+    from nanochat.dataloader import DataLoader
+    from nanochat.gpt import GPT, GPTConfig
+    from nanochat.loss_eval import evaluate_bpb
+    from nanochat.tokenizer import Tokenizer
+    from nanochat.training import Progress, RESUMABLE_EXIT, StopRequest, init_wandb, lr_multiplier, muon_momentum
+
+    started = time.time()
+    compute = init_compute(rt.device)
+    if not compute.is_master:
+        logging.getLogger().setLevel(logging.WARNING)
+    stop = StopRequest()
+    tokenizer = Tokenizer.load(args.tokenizer)
+    token_bytes = torch.load(token_bytes_path)
+    B, T = cfg.device_batch_size, cfg.max_seq_len
+    model_config = GPTConfig.from_depth(cfg.depth, tokenizer.vocab_size, T, cfg.model_dim, cfg.n_kv_head)
+    torch.manual_seed(cfg.seed)
+    model = GPT(model_config).to(compute.device)
+    model.init_weights()
+    optimizers = model.setup_optimizers(cfg.embedding_lr, cfg.unembedding_lr, cfg.matrix_lr, cfg.weight_decay)
+    steps = num_steps(cfg, model.num_params(), model.flops_per_token())
+    log.info("model %s: %s params, %.3g FLOPs/token; %d steps of %s tokens on %d x %s",
+             model_config, f"{model.num_params():,}", model.flops_per_token(), steps, f"{cfg.total_batch_size:,}",
+             compute.world_size, compute.device)
+
+    checkpoints = StepCheckpoints(args.ckpt_dir / run_hash(cfg, args.tokenizer, args.shards), compute)
+    resumed = checkpoints.load_latest(model, optimizers)
+    meta, loader_state = resumed if resumed else ({"step": 0, "history": []}, None)
+    step, history = meta["step"], meta["history"]
+    loader = DataLoader(args.shards, tokenizer, B, T, cfg.total_batch_size, compute.rank, compute.world_size,
+                        state=loader_state)
+    accum = loader.accum
+    train_model = DDP(model, device_ids=[compute.local_rank] if compute.device.type == "cuda" else None) \
+        if compute.distributed else model
+    if rt.compile:
+        train_model = torch.compile(train_model)
+    eval_steps = max(1, rt.eval_tokens // (B * T * compute.world_size))
+    progress = Progress(steps, cfg.total_batch_size, model.flops_per_token(),
+                        compute.peak_flops() and compute.peak_flops() * compute.world_size, rt.log_every)
+    wandb_run = init_wandb(rt, dataclasses.asdict(cfg), compute.is_master)
+
+    def validation_bpb() -> float:
+        model.eval()
+        val_loader = DataLoader([args.val], tokenizer, B, T, B * T * compute.world_size, compute.rank,
+                                compute.world_size)
+        bpb = evaluate_bpb(model, val_loader, eval_steps, token_bytes, compute)
+        model.train()
+        return bpb
+
+    model_meta = {"settings": dataclasses.asdict(cfg), "model_config": model.export_config(),
+                  "tokenizer": str(args.tokenizer)}
+
+    while step < steps:
+        t0 = time.time()
+        lr_mult = lr_multiplier(step, steps, cfg.warmdown_ratio)
+        loss_sum = torch.zeros((), device=compute.device)
+        for micro in range(accum):
+            x, y = loader.next_batch(compute.device)
+            # DDP averages gradients across ranks only on the last micro-step.
+            last = micro == accum - 1 or not compute.distributed
+            with contextlib.nullcontext() if last else train_model.no_sync(), compute.autocast():
+                loss = train_model(x, y)
+                (loss / accum).backward()
+            loss_sum += loss.detach()
+        if cfg.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        for opt in optimizers:
+            for group in opt.param_groups:
+                group["lr"] = group["initial_lr"] * lr_mult
+        optimizers[1].param_groups[0]["momentum"] = muon_momentum(step)
+        for opt in optimizers:
+            opt.step()
+        model.zero_grad(set_to_none=True)
+        loss_value = compute.all_reduce(loss_sum).item() / (accum * compute.world_size)
+        if compute.device.type == "cuda":
+            torch.cuda.synchronize()
+        step += 1
+        entry = progress.update(step, loss_value, lr_mult, time.time() - t0)
+        if rt.eval_every and step % rt.eval_every == 0 and step < steps:
+            entry["val_bpb"] = round(validation_bpb(), 5)
+            log.info("step %d | validation %.4f bits/byte", step, entry["val_bpb"])
+        history.append(entry)
+        if wandb_run:
+            wandb_run.log(entry, step=step)
+        if stop or (rt.checkpoint_every and step % rt.checkpoint_every == 0 and step < steps):
+            checkpoints.save(step, model, optimizers, loader.state_dict(), {**model_meta, "history": history})
+        if stop:
+            log.warning("stopped at step %d on %s; rerun to resume", step, stop.signal)
+            shutdown(compute)
+            sys.exit(RESUMABLE_EXIT)
+
+    val_bpb = validation_bpb()
+    history[-1]["val_bpb"] = round(val_bpb, 5)
+    log.info("done: %d steps, final loss %.4f, validation %.4f bits/byte", step, history[-1]["loss"], val_bpb)
+    if compute.is_master:
+        save_final(args.out_dir, model, {**model_meta, "step": step})
+        write_json_atomic(args.out_dir / "base_train.json", {
+            "settings": dataclasses.asdict(cfg), "model_config": model.export_config(),
+            "num_params": model.num_params(), "flops_per_token": model.flops_per_token(), "num_steps": steps,
+            "tokens": steps * cfg.total_batch_size, "world_size": compute.world_size,
+            "device": str(compute.device), "final_loss": history[-1]["loss"], "val_bpb": val_bpb,
+            "history": history, **run_record(started)})
+    if wandb_run:
+        wandb_run.finish()
+    shutdown(compute)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,68 @@
+"""Devices and distributed training: pick the device, join the process group under torchrun."""
+
+import contextlib
+import dataclasses
+import os
+
+import torch
+import torch.distributed as dist
+
+# Peak dense bf16 FLOP/s per device, for MFU. Devices not listed get no MFU figure.
+PEAK_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "A10G": 125e12, "L4": 121e12}
+
+
+@dataclasses.dataclass
+class Compute:
+    device: torch.device
+    rank: int = 0
+    local_rank: int = 0
+    world_size: int = 1
+
+    @property
+    def is_master(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def distributed(self) -> bool:
+        return self.world_size > 1
+
+    def autocast(self):
+        """bf16 autocast on CUDA; full fp32 elsewhere (CPU bf16 is slow, MPS autocast is partial)."""
+        if self.device.type == "cuda":
+            return torch.amp.autocast("cuda", dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    def peak_flops(self) -> float | None:
+        if self.device.type != "cuda":
+            return None
+        name = torch.cuda.get_device_name(self.device)
+        return next((flops for key, flops in PEAK_FLOPS.items() if key in name), None)
+
+    def all_reduce(self, t: torch.Tensor, op=dist.ReduceOp.SUM) -> torch.Tensor:
+        if self.distributed:
+            dist.all_reduce(t, op=op)
+        return t
+
+    def barrier(self) -> None:
+        if self.distributed:
+            dist.barrier()
+
+
+def init_compute(device: str = "") -> Compute:
+    """The best device unless one is named; joins the process group when started by torchrun."""
+    if not device:
+        device = "cuda" if torch.cuda.is_available() else "mps" if torch.backends.mps.is_available() else "cpu"
+    if "RANK" not in os.environ:
+        return Compute(torch.device(device))
+    rank, local_rank, world = (int(os.environ[k]) for k in ("RANK", "LOCAL_RANK", "WORLD_SIZE"))
+    if device == "cuda":
+        torch.cuda.set_device(local_rank)
+        dist.init_process_group("nccl", device_id=torch.device("cuda", local_rank))
+        return Compute(torch.device("cuda", local_rank), rank, local_rank, world)
+    dist.init_process_group("gloo")
+    return Compute(torch.device(device), rank, local_rank, world)
+
+
+def shutdown(compute: Compute) -> None:
+    if compute.distributed:
+        dist.destroy_process_group()

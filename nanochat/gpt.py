@@ -1,0 +1,217 @@
+"""The nanochat GPT.
+
+- rotary embeddings (no learned positions), QK-norm, parameter-free RMSNorm
+- ReLU^2 MLP (4x), no biases, untied embedding and head
+- grouped-query attention (n_kv_head <= n_head), logits soft-capped at 15 in fp32
+- attention that works with a KV cache (prefill, single-token decode, chunked prefill)
+"""
+
+import math
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from nanochat.muon import Muon
+
+
+@dataclass
+class GPTConfig:
+    sequence_len: int = 2048
+    vocab_size: int = 65536  # padded up to a multiple of 64 inside the model
+    n_layer: int = 20
+    n_head: int = 10
+    n_kv_head: int = 10
+    n_embd: int = 1280
+
+    @classmethod
+    def from_depth(cls, depth: int, vocab_size: int, sequence_len: int, model_dim: int = 0,
+                   n_kv_head: int = 0) -> "GPTConfig":
+        """Upstream's sizing: width = depth x 64 and head dim 128 where it divides (else 64)."""
+        dim = model_dim or depth * 64
+        head_dim = 128 if dim % 128 == 0 else 64
+        if dim % head_dim:
+            raise ValueError(f"model width {dim} is not a multiple of 64")
+        n_head = dim // head_dim
+        n_kv = n_kv_head or n_head
+        if n_head % n_kv:
+            raise ValueError(f"n_kv_head={n_kv} must divide n_head={n_head}")
+        return cls(sequence_len, vocab_size, depth, n_head, n_kv, dim)
+
+
+def norm(x: torch.Tensor) -> torch.Tensor:
+    return F.rms_norm(x, (x.size(-1),))  # no learnable parameters
+
+
+def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    d = x.shape[3] // 2
+    x1, x2 = x[..., :d], x[..., d:]
+    return torch.cat([x1 * cos + x2 * sin, x1 * (-sin) + x2 * cos], 3)
+
+
+class KVCache:
+    """Keys and values of every layer for a batch of sequences, filled as tokens are processed."""
+
+    def __init__(self, batch_size: int, num_heads: int, seq_len: int, head_dim: int, num_layers: int,
+                 device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32):
+        self.kv = torch.zeros(num_layers, 2, batch_size, num_heads, seq_len, head_dim, device=device, dtype=dtype)
+        self.pos = 0  # tokens already cached (advanced after the last layer)
+
+    def insert(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        t0, t1 = self.pos, self.pos + k.size(2)
+        if t1 > self.kv.size(4):
+            raise ValueError(f"KV cache holds {self.kv.size(4)} tokens, {t1} requested")
+        self.kv[layer, 0, :, :, t0:t1] = k
+        self.kv[layer, 1, :, :, t0:t1] = v
+        if layer == self.kv.size(0) - 1:
+            self.pos = t1
+        return self.kv[layer, 0, :, :, :t1], self.kv[layer, 1, :, :, :t1]
+
+
+class CausalSelfAttention(nn.Module):
+    def __init__(self, config: GPTConfig, layer_idx: int):
+        super().__init__()
+        self.layer_idx = layer_idx
+        self.n_head, self.n_kv_head = config.n_head, config.n_kv_head
+        self.head_dim = config.n_embd // config.n_head
+        self.c_q = nn.Linear(config.n_embd, self.n_head * self.head_dim, bias=False)
+        self.c_k = nn.Linear(config.n_embd, self.n_kv_head * self.head_dim, bias=False)
+        self.c_v = nn.Linear(config.n_embd, self.n_kv_head * self.head_dim, bias=False)
+        self.c_proj = nn.Linear(config.n_embd, config.n_embd, bias=False)
+
+    def forward(self, x: torch.Tensor, cos_sin: tuple, kv_cache: KVCache | None) -> torch.Tensor:
+        B, T, C = x.size()
+        q = self.c_q(x).view(B, T, self.n_head, self.head_dim)
+        k = self.c_k(x).view(B, T, self.n_kv_head, self.head_dim)
+        v = self.c_v(x).view(B, T, self.n_kv_head, self.head_dim)
+        cos, sin = cos_sin
+        q, k = norm(apply_rotary(q, cos, sin)), norm(apply_rotary(k, cos, sin))  # QK-norm
+        q, k, v = (t.transpose(1, 2) for t in (q, k, v))  # (B, H, T, D)
+        if kv_cache is not None:
+            k, v = kv_cache.insert(self.layer_idx, k, v)
+        Tq, Tk = q.size(2), k.size(2)
+        gqa = self.n_head != self.n_kv_head
+        if Tq == Tk:  # training, or a prefill into an empty cache
+            y = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=gqa)
+        elif Tq == 1:  # decoding one token: it sees everything before it
+            y = F.scaled_dot_product_attention(q, k, v, is_causal=False, enable_gqa=gqa)
+        else:  # a chunk after a cached prefix: the whole prefix, causal within the chunk
+            mask = torch.ones(Tq, Tk, dtype=torch.bool, device=q.device).tril(diagonal=Tk - Tq)
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=gqa)
+        return self.c_proj(y.transpose(1, 2).contiguous().view(B, T, -1))
+
+
+class MLP(nn.Module):
+    def __init__(self, config: GPTConfig):
+        super().__init__()
+        self.c_fc = nn.Linear(config.n_embd, 4 * config.n_embd, bias=False)
+        self.c_proj = nn.Linear(4 * config.n_embd, config.n_embd, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.c_proj(F.relu(self.c_fc(x)).square())
+
+
+class Block(nn.Module):
+    def __init__(self, config: GPTConfig, layer_idx: int):
+        super().__init__()
+        self.attn = CausalSelfAttention(config, layer_idx)
+        self.mlp = MLP(config)
+
+    def forward(self, x: torch.Tensor, cos_sin: tuple, kv_cache: KVCache | None) -> torch.Tensor:
+        x = x + self.attn(norm(x), cos_sin, kv_cache)
+        return x + self.mlp(norm(x))
+
+
+class GPT(nn.Module):
+    def __init__(self, config: GPTConfig):
+        super().__init__()
+        self.config = config
+        self.padded_vocab = math.ceil(config.vocab_size / 64) * 64  # friendlier matmul shapes
+        self.transformer = nn.ModuleDict({
+            "wte": nn.Embedding(self.padded_vocab, config.n_embd),
+            "h": nn.ModuleList([Block(config, i) for i in range(config.n_layer)]),
+        })
+        self.lm_head = nn.Linear(config.n_embd, self.padded_vocab, bias=False)
+        self.rotary_len = config.sequence_len * 10  # room for generation past the training length
+        cos, sin = self._rotary(self.rotary_len, config.n_embd // config.n_head)
+        self.register_buffer("cos", cos, persistent=False)
+        self.register_buffer("sin", sin, persistent=False)
+
+    @staticmethod
+    def _rotary(seq_len: int, head_dim: int, base: float = 10000.0) -> tuple[torch.Tensor, torch.Tensor]:
+        inv_freq = 1.0 / base ** (torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim)
+        freqs = torch.outer(torch.arange(seq_len, dtype=torch.float32), inv_freq)
+        return freqs.cos()[None, :, None, :], freqs.sin()[None, :, None, :]  # (1, T, 1, D/2)
+
+    @torch.no_grad()
+    def init_weights(self) -> None:
+        """Embedding N(0,1), head N(0,0.001), q/k/v/fc uniform +-sqrt(3/d), output projections zero."""
+        nn.init.normal_(self.transformer.wte.weight, 0.0, 1.0)
+        nn.init.normal_(self.lm_head.weight, 0.0, 0.001)
+        bound = math.sqrt(3.0 / self.config.n_embd)
+        for block in self.transformer.h:
+            for lin in (block.attn.c_q, block.attn.c_k, block.attn.c_v, block.mlp.c_fc):
+                nn.init.uniform_(lin.weight, -bound, bound)
+            nn.init.zeros_(block.attn.c_proj.weight)
+            nn.init.zeros_(block.mlp.c_proj.weight)
+
+    def num_params(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+    def flops_per_token(self) -> int:
+        """Training FLOPs per token: 6 x non-embedding params + attention's 12 * l * h * q * t."""
+        c = self.config
+        nparams = self.num_params() - self.transformer.wte.weight.numel()
+        return 6 * nparams + 12 * c.n_layer * c.n_head * (c.n_embd // c.n_head) * c.sequence_len
+
+    def setup_optimizers(self, embedding_lr: float, unembedding_lr: float, matrix_lr: float,
+                         weight_decay: float) -> list[torch.optim.Optimizer]:
+        """AdamW for embedding and head (LRs scaled by (d/768)^-0.5), Muon for every block matrix."""
+        scale = (self.config.n_embd / 768) ** -0.5
+        adam_groups = [{"params": [self.transformer.wte.weight], "lr": embedding_lr * scale},
+                       {"params": [self.lm_head.weight], "lr": unembedding_lr * scale}]
+        adamw = torch.optim.AdamW(adam_groups, betas=(0.8, 0.95), eps=1e-10, weight_decay=weight_decay)
+        muon = Muon(self.transformer.h.parameters(), lr=matrix_lr, momentum=0.95)
+        for opt in (adamw, muon):
+            for group in opt.param_groups:
+                group["initial_lr"] = group["lr"]
+        return [adamw, muon]
+
+    def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None,
+                kv_cache: KVCache | None = None, loss_reduction: str = "mean") -> torch.Tensor:
+        """Loss if `targets` (positions with target -1 are ignored), else fp32 logits (B, T, vocab)."""
+        B, T = idx.size()
+        t0 = kv_cache.pos if kv_cache is not None else 0
+        if t0 + T > self.rotary_len:
+            raise ValueError(f"sequence of {t0 + T} tokens exceeds the rotary cache ({self.rotary_len})")
+        cos_sin = self.cos[:, t0:t0 + T], self.sin[:, t0:t0 + T]
+        x = norm(self.transformer.wte(idx))
+        for block in self.transformer.h:
+            x = block(x, cos_sin, kv_cache)
+        logits = self.lm_head(norm(x))[..., :self.config.vocab_size].float()
+        logits = 15 * torch.tanh(logits / 15)  # soft cap
+        if targets is None:
+            return logits
+        return F.cross_entropy(logits.view(-1, logits.size(-1)), targets.reshape(-1), ignore_index=-1,
+                               reduction=loss_reduction)
+
+    @torch.no_grad()
+    def generate(self, tokens: list[int], max_tokens: int, temperature: float = 0.0, seed: int = 42):
+        """Yield up to `max_tokens` next tokens after `tokens`, using a KV cache (greedy at temperature 0)."""
+        device = self.lm_head.weight.device
+        c = self.config
+        cache = KVCache(1, c.n_kv_head, len(tokens) + max_tokens, c.n_embd // c.n_head, c.n_layer, device)
+        rng = torch.Generator(device=device).manual_seed(seed)
+        ids = torch.tensor([tokens], dtype=torch.long, device=device)
+        for _ in range(max_tokens):
+            logits = self(ids, kv_cache=cache)[:, -1, :]
+            if temperature > 0:
+                probs = F.softmax(logits / temperature, dim=-1)
+                ids = torch.multinomial(probs, 1, generator=rng)
+            else:
+                ids = logits.argmax(dim=-1, keepdim=True)
+            yield int(ids.item())
+
+    def export_config(self) -> dict:
+        return asdict(self.config)

@@ -1,0 +1,93 @@
+"""What every training stage shares: runtime settings, LR schedule, stop signals, progress lines, wandb."""
+
+import dataclasses
+import logging
+import signal
+import time
+
+log = logging.getLogger("nanochat.train")
+
+RESUMABLE_EXIT = 75  # EX_TEMPFAIL: a step checkpoint was written on request; rerunning resumes
+
+
+@dataclasses.dataclass
+class RuntimeSettings:
+    """How training runs, not what it computes: changing these never reruns a stage."""
+    device: str = ""  # cuda, cpu or mps; empty: the best one available
+    compile: bool = False  # torch.compile the model (worth it on CUDA for long runs)
+    checkpoint_every: int = 500  # optimizer steps between resumable step checkpoints (0: none until the end)
+    eval_every: int = 250  # optimizer steps between validation bits-per-byte evaluations (0: only at the end)
+    eval_tokens: int = 10_485_760  # validation tokens per evaluation, over all processes
+    log_every: int = 10  # optimizer steps between progress lines
+    wandb_project: str = "nanochat"  # Weights & Biases project
+    wandb_run: str = ""  # Weights & Biases run name; empty: no wandb at all (nothing is skipped)
+
+
+def lr_multiplier(step: int, num_steps: int, warmdown_ratio: float) -> float:
+    """Constant, then linear decay to 0 over the last `warmdown_ratio` of the steps (no warmup)."""
+    warmdown = round(warmdown_ratio * num_steps)
+    if warmdown == 0 or step < num_steps - warmdown:
+        return 1.0
+    return max(0.0, (num_steps - step) / warmdown)
+
+
+def muon_momentum(step: int) -> float:
+    """Ramps from 0.85 to 0.95 over the first 300 steps."""
+    frac = min(step / 300, 1.0)
+    return (1 - frac) * 0.85 + frac * 0.95
+
+
+class StopRequest:
+    """SIGTERM (SLURM's time limit, Ctrl-C of a parent) or SIGUSR1 (an early warning) asks training to
+    write a step checkpoint at the next step boundary and exit with RESUMABLE_EXIT."""
+
+    def __init__(self):
+        self.signal: str | None = None
+        for sig in (signal.SIGTERM, signal.SIGUSR1):
+            signal.signal(sig, self._handle)
+
+    def _handle(self, signum, frame) -> None:
+        self.signal = signal.Signals(signum).name
+        log.warning("%s received: checkpointing at the end of this step", self.signal)
+
+    def __bool__(self) -> bool:
+        return self.signal is not None
+
+
+def format_duration(seconds: float) -> str:
+    m, s = divmod(int(seconds), 60)
+    h, m = divmod(m, 60)
+    return f"{h}h{m:02d}m" if h else f"{m}m{s:02d}s"
+
+
+class Progress:
+    """A compact line per `every` steps: step, loss (smoothed), lr, tok/s, MFU, ETA."""
+
+    def __init__(self, num_steps: int, tokens_per_step: int, flops_per_token: int, peak_flops: float | None,
+                 every: int):
+        self.num_steps, self.tokens_per_step = num_steps, tokens_per_step
+        self.flops_per_token, self.peak_flops, self.every = flops_per_token, peak_flops, every
+        self.smooth_loss, self.step_times = None, []
+
+    def update(self, step: int, loss: float, lr_mult: float, dt: float) -> dict:
+        """Record one finished step (1-based), log a line when due, return the step's history entry."""
+        self.smooth_loss = loss if self.smooth_loss is None else 0.9 * self.smooth_loss + 0.1 * loss
+        self.step_times = (self.step_times + [dt])[-50:]
+        tok_s = self.tokens_per_step / dt
+        mfu = tok_s * self.flops_per_token / self.peak_flops if self.peak_flops else None
+        if self.every and (step % self.every == 0 or step == self.num_steps):
+            eta = (self.num_steps - step) * sum(self.step_times) / len(self.step_times)
+            log.info("step %*d/%d | loss %.4f | lr x%.2f | %s tok/s | mfu %s | %.0f ms | eta %s",
+                     len(str(self.num_steps)), step, self.num_steps, self.smooth_loss, lr_mult, f"{tok_s:,.0f}",
+                     f"{100 * mfu:.1f}%" if mfu is not None else "n/a", 1000 * dt, format_duration(eta))
+        return {"step": step, "loss": round(loss, 5), "lr_mult": round(lr_mult, 5), "tok_per_s": round(tok_s, 1),
+                "mfu": None if mfu is None else round(mfu, 4), "time": round(time.time(), 3)}
+
+
+def init_wandb(runtime: RuntimeSettings, config: dict, is_master: bool):
+    """A wandb run when `wandb_run` is set (offline unless WANDB_MODE says otherwise), else None."""
+    if not runtime.wandb_run or not is_master:
+        return None
+    import wandb
+
+    return wandb.init(project=runtime.wandb_project, name=runtime.wandb_run, config=config)

@@ -1,0 +1,51 @@
+# Base model pretraining and its loss evaluation.
+# Step checkpoints go to base_checkpoints/steps/, deliberately not an output: Snakemake deletes a
+# failed job's outputs, and those checkpoints are what a retried job resumes from.
+
+
+rule base_train:
+    input:
+        shards=TRAIN_SHARDS,
+        val=VAL_SHARD,
+        tokenizer=rules.tok_train.output.tokenizer,
+        token_bytes=rules.tok_train.output.token_bytes,
+    output:
+        model=str(BASE_CKPT / "model.pt"),
+        meta=str(BASE_CKPT / "meta.json"),
+        record=str(BASE_CKPT / "base_train.json"),
+    params:
+        settings=cli(config["base_train"]),
+    threads: 16
+    retries: 3  # a time limit, preemption or crash resumes from the newest step checkpoint
+    log:
+        log_path("base_train"),
+    benchmark:
+        benchmark_path("base_train")
+    conda:
+        "../envs/train.yaml"
+    shell:
+        "python -m nanochat.launch nanochat.base_train {params.settings} {RUNTIME_ARGS}"
+        " --tokenizer={input.tokenizer} --val={input.val} --out_dir={BASE_CKPT} --ckpt_dir={BASE_CKPT}/steps"
+        " {input.shards} 2>> {log}"
+
+
+rule base_loss:
+    input:
+        model=rules.base_train.output.model,
+        meta=rules.base_train.output.meta,
+        tokenizer=rules.tok_train.output.tokenizer,
+        token_bytes=rules.tok_train.output.token_bytes,
+        train=TRAIN_SHARDS[0],
+        val=VAL_SHARD,
+    output:
+        record=str(EVAL_DIR / "base_loss.json"),
+    params:
+        settings=cli(config["base_loss"]),
+    threads: 16
+    log:
+        log_path("base_loss"),
+    conda:
+        "../envs/train.yaml"
+    shell:
+        "python -m nanochat.base_loss {params.settings} --model_dir={BASE_CKPT} --tokenizer={input.tokenizer}"
+        " --train={input.train} --val={input.val} --out={output.record} 2> {log}"
