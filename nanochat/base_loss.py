@@ -56,8 +56,7 @@ def main(argv: list[str] | None = None) -> None:
 
     from nanochat.checkpoint import load_model
     from nanochat.compute import init_compute
-    from nanochat.dataloader import DataLoader
-    from nanochat.loss_eval import evaluate_bpb
+    from nanochat.loss_eval import eval_batches, evaluate_bpb
     from nanochat.tokenizer import Tokenizer
 
     started = time.time()
@@ -66,12 +65,12 @@ def main(argv: list[str] | None = None) -> None:
     tokenizer = Tokenizer.load(args.tokenizer)
     token_bytes = torch.load(token_bytes_path)
     B, T = cfg.device_batch_size, model.config.sequence_len
-    steps = max(1, cfg.split_tokens // (B * T))
-    record = {"settings": dataclasses.asdict(cfg), "model_step": meta["step"], "tokens_per_split": steps * B * T}
+    record = {"settings": dataclasses.asdict(cfg), "model_step": meta["step"]}
     for split, shard in (("train", args.train), ("val", args.val)):
-        loader = DataLoader([shard], tokenizer, B, T, B * T)
-        record[f"{split}_bpb"] = evaluate_bpb(model, loader, steps, token_bytes, compute)
-        log.info("%s: %.4f bits/byte over %d tokens", split, record[f"{split}_bpb"], steps * B * T)
+        batches = eval_batches(shard, tokenizer, B, T, cfg.split_tokens)
+        record[f"{split}_bpb"] = evaluate_bpb(model, batches, token_bytes, compute)
+        record["tokens_per_split"] = len(batches) * B * T
+        log.info("%s: %.4f bits/byte over %d tokens", split, record[f"{split}_bpb"], len(batches) * B * T)
     samples = []
     for prompt in PROMPTS:
         tokens = tokenizer.encode(prompt, prepend_bos=True)

@@ -87,7 +87,7 @@ def main(argv: list[str] | None = None) -> None:
     from nanochat.compute import init_compute, shutdown
     from nanochat.dataloader import DataLoader
     from nanochat.gpt import GPT, GPTConfig
-    from nanochat.loss_eval import evaluate_bpb
+    from nanochat.loss_eval import eval_batches, evaluate_bpb
     from nanochat.tokenizer import Tokenizer
     from nanochat.training import Progress, RESUMABLE_EXIT, StopRequest, init_wandb, lr_multiplier, muon_momentum
 
@@ -120,16 +120,14 @@ def main(argv: list[str] | None = None) -> None:
         if compute.distributed else model
     if rt.compile:
         train_model = torch.compile(train_model)
-    eval_steps = max(1, rt.eval_tokens // (B * T * compute.world_size))
+    val_batches = eval_batches(args.val, tokenizer, B, T, rt.eval_tokens, compute.rank, compute.world_size)
     progress = Progress(steps, cfg.total_batch_size, model.flops_per_token(),
                         compute.peak_flops() and compute.peak_flops() * compute.world_size, rt.log_every)
     wandb_run = init_wandb(rt, dataclasses.asdict(cfg), compute.is_master)
 
     def validation_bpb() -> float:
         model.eval()
-        val_loader = DataLoader([args.val], tokenizer, B, T, B * T * compute.world_size, compute.rank,
-                                compute.world_size)
-        bpb = evaluate_bpb(model, val_loader, eval_steps, token_bytes, compute)
+        bpb = evaluate_bpb(model, val_batches, token_bytes, compute)
         model.train()
         return bpb
 

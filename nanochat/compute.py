@@ -11,6 +11,10 @@ import torch.distributed as dist
 PEAK_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "A10G": 125e12, "L4": 121e12}
 
 
+def cpu_has_amx() -> bool:
+    return torch.cpu._is_amx_tile_supported()
+
+
 @dataclasses.dataclass
 class Compute:
     device: torch.device
@@ -27,9 +31,12 @@ class Compute:
         return self.world_size > 1
 
     def autocast(self):
-        """bf16 autocast on CUDA; full fp32 elsewhere (CPU bf16 is slow, MPS autocast is partial)."""
+        """bf16 autocast on CUDA, and on CPUs with AMX tiles (about 2x faster matmuls there);
+        fp32 on other CPUs, where bf16 is emulated and slow, and on MPS."""
         if self.device.type == "cuda":
             return torch.amp.autocast("cuda", dtype=torch.bfloat16)
+        if self.device.type == "cpu" and cpu_has_amx():
+            return torch.amp.autocast("cpu", dtype=torch.bfloat16)
         return contextlib.nullcontext()
 
     def peak_flops(self) -> float | None:

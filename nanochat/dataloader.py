@@ -73,6 +73,9 @@ class DataLoader:
         self.B, self.T = B, T
         self.accum = K // world_size
         groups = row_groups(shards)
+        if len(groups) < K:
+            raise ValueError(f"{K} streams (total batch / (B*T)) need at least {K} row groups, the shards have "
+                             f"{len(groups)}: some tokens would repeat within a step. Use more or smaller shards.")
         first = rank * self.accum
         states = state or [(0, 0)] * self.accum
         self.streams = [TokenStream(groups, tokenizer, first + a, K, tuple(states[a])) for a in range(self.accum)]

@@ -40,6 +40,7 @@ class DataSettings:
 
 
 ROW_GROUP_SIZE = 1024  # documents per parquet row group, as upstream (the data loader streams by row group)
+OFFLINE_ROW_GROUP_SIZE = 32  # the offline corpus is small: smaller groups give the loader's streams enough of them
 DOWNLOAD_ATTEMPTS = 3  # a shard failing verification is deleted and downloaded again, at most this often
 
 
@@ -47,10 +48,10 @@ def shard_name(index: int) -> str:
     return f"shard_{index:05d}.parquet"
 
 
-def write_shard(texts: list[str], path: Path) -> None:
+def write_shard(texts: list[str], path: Path, row_group_size: int = ROW_GROUP_SIZE) -> None:
     """Write atomically: a killed job leaves a `.tmp` file, never a truncated shard under the final name."""
     tmp = path.with_name(path.name + ".tmp")
-    pq.write_table(pa.table({"text": texts}), tmp, row_group_size=ROW_GROUP_SIZE, compression="zstd")
+    pq.write_table(pa.table({"text": texts}), tmp, row_group_size=row_group_size, compression="zstd")
     os.replace(tmp, path)
 
 
@@ -89,7 +90,7 @@ def build_offline_shard(index: int, num_shards: int, out: Path) -> None:
     """Deal a fixed shuffle of the documents round-robin, so every shard mixes all books."""
     docs = offline_documents()
     random.Random(1337).shuffle(docs)
-    write_shard(docs[index::num_shards], out)
+    write_shard(docs[index::num_shards], out, OFFLINE_ROW_GROUP_SIZE)
 
 
 def download_shard(index: int, repo_id: str, out: Path) -> None:

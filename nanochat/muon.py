@@ -6,14 +6,16 @@ Under DDP the gradients are already averaged across ranks, so every rank compute
 
 import torch
 
+from nanochat.compute import cpu_has_amx
+
 
 def newton_schulz(G: torch.Tensor, steps: int = 5) -> torch.Tensor:
     """Approximately the nearest semi-orthogonal matrix to G (quintic iteration, as upstream).
 
-    In bf16 on accelerators, where it is fast and accurate enough; fp32 on CPU, where bf16 matmuls are slow.
+    In bf16 where matmuls are fast in bf16 (GPUs, CPUs with AMX) and it is accurate enough; else fp32.
     """
     a, b, c = 3.4445, -4.7750, 2.0315
-    X = G.bfloat16() if G.is_cuda else G.float()
+    X = G.bfloat16() if G.is_cuda or cpu_has_amx() else G.float()
     tall = G.size(-2) > G.size(-1)
     if tall:
         X = X.mT

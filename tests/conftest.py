@@ -44,5 +44,5 @@ def jobs_run(result: subprocess.CompletedProcess) -> dict[str, int]:
 def tiny_run(tmp_path_factory) -> Path:
     """One real local-profile run of the tiny preset to tok_eval, shared by read-only tests."""
     workdir = tmp_path_factory.mktemp("tiny")
-    snakemake(workdir, "all", "--config", "tokenizer={vocab_size: 512}")
+    snakemake(workdir, "tok_eval", "--config", "tokenizer={vocab_size: 512}")
     return workdir

@@ -33,16 +33,16 @@ def test_local_run_builds_a_working_tokenizer(tiny_run):
 
 
 def test_rerun_after_tokenizer_change_reruns_only_downstream(tmp_path):
-    first = snakemake(tmp_path, "all", "--config", "tokenizer={vocab_size: 300}")
-    assert jobs_run(first) == {"offline_shard": 4, "tok_train": 1, "tok_eval": 1, "all": 1}
+    first = snakemake(tmp_path, "tok_eval", "--config", "tokenizer={vocab_size: 300}")
+    assert jobs_run(first) == {"offline_shard": 4, "tok_train": 1, "tok_eval": 1}
     shards = sorted((tmp_path / ".nanochat" / "base_data" / "offline").glob("shard_*.parquet"))
     shard_mtimes = [p.stat().st_mtime_ns for p in shards]
 
-    unchanged = snakemake(tmp_path, "all", "--config", "tokenizer={vocab_size: 300}")
+    unchanged = snakemake(tmp_path, "tok_eval", "--config", "tokenizer={vocab_size: 300}")
     assert jobs_run(unchanged) == {}
 
-    changed = snakemake(tmp_path, "all", "--config", "tokenizer={vocab_size: 320}")
-    assert jobs_run(changed) == {"tok_train": 1, "tok_eval": 1, "all": 1}
+    changed = snakemake(tmp_path, "tok_eval", "--config", "tokenizer={vocab_size: 320}")
+    assert jobs_run(changed) == {"tok_train": 1, "tok_eval": 1}
     assert [p.stat().st_mtime_ns for p in shards] == shard_mtimes
     assert Tokenizer.load(tmp_path / ".nanochat/tokenizer/tokenizer.json").vocab_size == 320
 

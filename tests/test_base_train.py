@@ -1,0 +1,118 @@
+"""Base pretraining through the real workflow: exact resume after SIGKILL, DDP equivalence, learning."""
+
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import jobs_run, snakemake
+from nanochat.dataset import iter_texts
+from nanochat.tokenizer import Tokenizer
+
+CONFIG = ["--config", "tokenizer={vocab_size: 512}", "base_train={num_iterations: 40}",
+          "runtime={checkpoint_every: 10, eval_every: 20, log_every: 5}"]
+
+
+def training_pid(workdir: Path) -> int | None:
+    for proc in Path("/proc").iterdir():
+        try:
+            if b"nanochat.base_train" in (proc / "cmdline").read_bytes() and \
+                    os.readlink(proc / "cwd") == str(workdir):
+                return int(proc.name)
+        except (OSError, ValueError):
+            continue
+    return None
+
+
+def weights(workdir: Path) -> dict:
+    return torch.load(workdir / ".nanochat/base_checkpoints/model.pt")
+
+
+def record(workdir: Path, name: str) -> dict:
+    return json.loads(next((workdir / ".nanochat").rglob(name)).read_text())
+
+
+@pytest.fixture(scope="module")
+def straight_run(tmp_path_factory) -> Path:
+    workdir = tmp_path_factory.mktemp("straight")
+    snakemake(workdir, "base_loss", *CONFIG)
+    return workdir
+
+
+def test_sigkilled_training_resumes_bit_identically(straight_run, tmp_path):
+    proc = snakemake(tmp_path, "base_train", *CONFIG, wait=False)
+    deadline = time.time() + 300
+    while not list((tmp_path / ".nanochat/base_checkpoints/steps").glob("*/step_000020/meta.json")):
+        assert proc.poll() is None and time.time() < deadline, "no step checkpoint appeared"
+        time.sleep(0.2)
+    pid = training_pid(tmp_path)
+    assert pid is not None
+    os.kill(pid, signal.SIGKILL)
+    assert proc.wait(timeout=300) == 0  # the rule's `retries` restarted it
+    log = (tmp_path / ".nanochat/logs/base_train/base_train.log").read_text()
+    assert "resuming from" in log
+
+    resumed, straight = weights(tmp_path), weights(straight_run)
+    assert resumed.keys() == straight.keys()
+    assert all(torch.equal(resumed[k], straight[k]) for k in straight), "weights differ from the straight run"
+    losses = [h["loss"] for h in record(tmp_path, "base_train.json")["history"]]
+    assert losses == [h["loss"] for h in record(straight_run, "base_train.json")["history"]]
+    assert len(losses) == 40
+
+
+def test_runtime_settings_never_retrain(straight_run):
+    changed = CONFIG[:-1] + ["runtime={checkpoint_every: 7, eval_every: 3, log_every: 1, wandb_run: x}"]
+    result = snakemake(straight_run, "-n", "base_loss", *changed)
+    assert "Nothing to be done" in result.stdout + result.stderr
+    result = snakemake(straight_run, "-n", "base_loss", *CONFIG[:-1], "base_train={num_iterations: 41}")
+    assert "base_train" in jobs_run(result)
+
+
+def unigram_bpb(train_shards: list[Path], val_shard: Path, tokenizer: Tokenizer) -> float:
+    """Bits per byte of the validation text under the training text's unigram token distribution."""
+    counts = Counter(t for text in iter_texts(train_shards) for t in tokenizer.encode(text, prepend_bos=True))
+    total = sum(counts.values())
+    nats, nbytes = 0.0, 0
+    for text in iter_texts([val_shard]):
+        for t in tokenizer.encode(text):
+            nats -= math.log((counts[t] + 1) / (total + tokenizer.vocab_size))
+        nbytes += len(text.encode("utf-8"))
+    return nats / (math.log(2) * nbytes)
+
+
+def test_tiny_model_learns_well_below_the_unigram_baseline(straight_run):
+    data = straight_run / ".nanochat/base_data/offline"
+    shards = sorted(data.glob("shard_*.parquet"))
+    tokenizer = Tokenizer.load(straight_run / ".nanochat/tokenizer/tokenizer.json")
+    baseline = unigram_bpb(shards[:-1], shards[-1], tokenizer)
+    result = record(straight_run, "base_loss.json")
+    assert result["val_bpb"] < 0.8 * baseline, f"val {result['val_bpb']:.3f} bpb vs unigram {baseline:.3f}"
+    assert len(result["samples"]) == 7 and all(s["completion"] for s in result["samples"])
+
+
+def test_two_process_ddp_matches_one_process(tiny_run, tmp_path):
+    base = tiny_run / ".nanochat"
+    shards = sorted(str(p) for p in (base / "base_data/offline").glob("shard_*.parquet"))
+    args = ["--depth=2", "--max_seq_len=64", "--device_batch_size=2", "--total_batch_size=512",
+            "--num_iterations=6", "--eval_every=0", "--checkpoint_every=0", "--eval_tokens=2048",
+            f"--tokenizer={base}/tokenizer/tokenizer.json", f"--val={shards[-1]}", *shards[:-1]]
+    histories = []
+    for name, launcher in (("one", []), ("two", ["torch.distributed.run", "--standalone", "--nproc_per_node=2"])):
+        out = tmp_path / name
+        cmd = [sys.executable, "-m", *launcher, *(["-m"] if launcher else []), "nanochat.base_train", *args,
+               f"--out_dir={out}", f"--ckpt_dir={out}/steps"]
+        subprocess.run(cmd, check=True, capture_output=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+        histories.append(json.loads((out / "base_train.json").read_text()))
+    one, two = histories
+    assert two["world_size"] == 2
+    for a, b in zip(one["history"], two["history"]):
+        assert a["loss"] == pytest.approx(b["loss"], rel=1e-3)
+    assert one["val_bpb"] == pytest.approx(two["val_bpb"], rel=1e-3)
