@@ -9,10 +9,9 @@ import argparse
 import dataclasses
 import logging
 import time
-from pathlib import Path
 
 from nanochat import settings
-from nanochat.common import go_offline, require_files, run_record, setup_logging, write_json_atomic
+from nanochat.common import run_record, start_compute_stage, write_json_atomic
 
 log = logging.getLogger("nanochat.base_loss")
 
@@ -38,18 +37,17 @@ class BaseLossSettings:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     settings.add_arguments(parser, BaseLossSettings)
-    parser.add_argument("--model_dir", type=Path, required=True, help="folder with model.pt and meta.json")
-    parser.add_argument("--tokenizer", type=Path, required=True, help="tokenizer.json (token_bytes.pt beside it)")
-    parser.add_argument("--train", type=Path, required=True, help="a training shard")
-    parser.add_argument("--val", type=Path, required=True, help="the validation shard")
-    parser.add_argument("--out", type=Path, required=True, help="JSON record to write")
+    settings.add_path_arguments(
+        parser, model_dir="folder with model.pt and meta.json",
+        tokenizer="tokenizer.json (token_bytes.pt beside it)",
+        train="a training shard",
+        val="the validation shard",
+        out="JSON record to write")
     parser.add_argument("--device", default="", help="cuda, cpu or mps (default: the best available)")
     args = parser.parse_args(argv)
     cfg: BaseLossSettings = settings.from_args(BaseLossSettings, args)
-    go_offline()
-    setup_logging()
     token_bytes_path = args.tokenizer.parent / "token_bytes.pt"
-    require_files([args.model_dir / "model.pt", args.model_dir / "meta.json", args.tokenizer, token_bytes_path,
+    start_compute_stage([args.model_dir / "model.pt", args.model_dir / "meta.json", args.tokenizer, token_bytes_path,
                    args.train, args.val])
 
     import torch

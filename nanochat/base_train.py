@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 from nanochat import settings
-from nanochat.common import go_offline, require_files, run_record, setup_logging, write_json_atomic
+from nanochat.common import run_record, start_compute_stage, write_json_atomic
 from nanochat.training import RuntimeSettings
 
 log = logging.getLogger("nanochat.base_train")
@@ -67,18 +67,17 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     settings.add_arguments(parser, BaseTrainSettings)
     settings.add_arguments(parser, RuntimeSettings)
-    parser.add_argument("--tokenizer", type=Path, required=True, help="tokenizer.json (token_bytes.pt beside it)")
-    parser.add_argument("--val", type=Path, required=True, help="validation shard")
-    parser.add_argument("--out_dir", type=Path, required=True, help="where the final model.pt/meta.json go")
-    parser.add_argument("--ckpt_dir", type=Path, required=True, help="where resumable step checkpoints go")
+    settings.add_path_arguments(
+        parser, tokenizer="tokenizer.json (token_bytes.pt beside it)",
+        val="validation shard",
+        out_dir="where the final model.pt/meta.json go",
+        ckpt_dir="where resumable step checkpoints go")
     parser.add_argument("shards", nargs="+", help="training shards")
     args = parser.parse_args(argv)
     cfg: BaseTrainSettings = settings.from_args(BaseTrainSettings, args)
     rt: RuntimeSettings = settings.from_args(RuntimeSettings, args)
-    go_offline()
-    setup_logging()
     token_bytes_path = args.tokenizer.parent / "token_bytes.pt"
-    require_files([*args.shards, args.val, args.tokenizer, token_bytes_path])
+    start_compute_stage([*args.shards, args.val, args.tokenizer, token_bytes_path])
 
     import torch
     from torch.nn.parallel import DistributedDataParallel as DDP

@@ -37,6 +37,13 @@ def require_files(paths: Iterable[str | os.PathLike]) -> None:
                          "Run the workflow's download targets on a machine with internet access first.")
 
 
+def start_compute_stage(inputs: Iterable[str | os.PathLike]) -> None:
+    """Every compute entry point starts so: hub offline, logging on, all inputs present (else exit now)."""
+    go_offline()
+    setup_logging()
+    require_files(inputs)
+
+
 def write_json_atomic(path: str | os.PathLike, obj: Any) -> None:
     """Write JSON via a temporary file and rename, so a killed job never leaves a half-written record."""
     path = Path(path)

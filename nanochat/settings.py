@@ -137,6 +137,12 @@ def add_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
             parser.add_argument(f"--{f.name}", type=kind, default=f.default, help=f"{comment} (default: {f.default})")
 
 
+def add_path_arguments(parser: argparse.ArgumentParser, **helps: str) -> None:
+    """Required path flags of an entry point: add_path_arguments(parser, out="JSON record to write")."""
+    for name, help_text in helps.items():
+        parser.add_argument(f"--{name}", type=Path, required=True, help=help_text)
+
+
 def from_args(cls: type, args: argparse.Namespace) -> Any:
     """The settings instance from parsed flags, with the same bounds the schema enforces."""
     values = {f.name: getattr(args, f.name) for f in dataclasses.fields(cls)}

@@ -8,10 +8,9 @@ import argparse
 import dataclasses
 import logging
 import time
-from pathlib import Path
 
 from nanochat import settings
-from nanochat.common import go_offline, require_files, run_record, setup_logging, write_json_atomic
+from nanochat.common import run_record, start_compute_stage, write_json_atomic
 
 log = logging.getLogger("nanochat.tok_eval")
 
@@ -32,15 +31,14 @@ def compression(tokenizer, texts: list[str]) -> dict[str, float]:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     settings.add_arguments(parser, TokEvalSettings)
-    parser.add_argument("--tokenizer", type=Path, required=True, help="tokenizer.json to evaluate")
-    parser.add_argument("--train", type=Path, required=True, help="a training shard")
-    parser.add_argument("--val", type=Path, required=True, help="the validation shard")
-    parser.add_argument("--out", type=Path, required=True, help="JSON record to write")
+    settings.add_path_arguments(
+        parser, tokenizer="tokenizer.json to evaluate",
+        train="a training shard",
+        val="the validation shard",
+        out="JSON record to write")
     args = parser.parse_args(argv)
     cfg: TokEvalSettings = settings.from_args(TokEvalSettings, args)
-    go_offline()
-    setup_logging()
-    require_files([args.tokenizer, args.train, args.val])
+    start_compute_stage([args.tokenizer, args.train, args.val])
 
     from nanochat.dataset import iter_texts
     from nanochat.tokenizer import Tokenizer

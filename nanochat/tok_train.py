@@ -10,10 +10,9 @@ import argparse
 import dataclasses
 import logging
 import time
-from pathlib import Path
 
 from nanochat import settings
-from nanochat.common import go_offline, require_files, run_record, setup_logging, write_json_atomic
+from nanochat.common import run_record, start_compute_stage, write_json_atomic
 
 log = logging.getLogger("nanochat.tok_train")
 
@@ -29,13 +28,11 @@ class TokenizerSettings:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     settings.add_arguments(parser, TokenizerSettings)
-    parser.add_argument("--out_dir", type=Path, required=True, help="folder for tokenizer.json and token_bytes.pt")
+    settings.add_path_arguments(parser, out_dir="folder for tokenizer.json and token_bytes.pt")
     parser.add_argument("shards", nargs="+", help="training shards (parquet, `text` column)")
     args = parser.parse_args(argv)
     cfg: TokenizerSettings = settings.from_args(TokenizerSettings, args)
-    go_offline()
-    setup_logging()
-    require_files(args.shards)
+    start_compute_stage(args.shards)
 
     import torch  # after the input check: a missing shard should fail in well under a second
 
