@@ -1,17 +1,21 @@
 """Base pretraining through the real workflow: exact resume after SIGKILL, DDP equivalence, learning."""
 
+import http.server
 import json
 import math
 import os
 import signal
 import subprocess
 import sys
+import threading
 import time
+import zipfile
 from collections import Counter
 from pathlib import Path
 
 import pytest
 import torch
+import yaml
 
 from conftest import jobs_run, snakemake
 from nanochat.dataset import iter_texts
@@ -116,3 +120,57 @@ def test_two_process_ddp_matches_one_process(tiny_run, tmp_path):
     for a, b in zip(one["history"], two["history"]):
         assert a["loss"] == pytest.approx(b["loss"], rel=1e-3)
     assert one["val_bpb"] == pytest.approx(two["val_bpb"], rel=1e-3)
+
+
+def test_core_without_a_bundle_says_not_available(straight_run):
+    snakemake(straight_run, "base_eval", *CONFIG)
+    result = record(straight_run, "base_eval.json")
+    assert result["available"] is False and result["core"] is None and "not available offline" in result["reason"]
+
+
+def mini_bundle(path: Path) -> bytes:
+    """A two-task bundle in the real bundle's layout, zipped under a top folder as upstream's is."""
+    mc = [{"query": f"And God said, Let there be {w}:", "choices": ["and there was light.", "the cat sat"],
+           "gold": 0} for w in ("light", "a firmament", "lights")]
+    lm = [{"context": "In the beginning God created", "continuation": " the heaven and the earth."}] * 3
+    with zipfile.ZipFile(path, "w") as zf:
+        zf.writestr("eval_bundle/core.yaml", yaml.safe_dump({"icl_tasks": [
+            {"label": "genesis_mc", "dataset_uri": "mc.jsonl", "num_fewshot": [1], "icl_task_type": "multiple_choice"},
+            {"label": "genesis_lm", "dataset_uri": "lm.jsonl", "num_fewshot": [0],
+             "icl_task_type": "language_modeling", "continuation_delimiter": ""}]}))
+        zf.writestr("eval_bundle/eval_meta_data.csv", "Eval Task,Random baseline\ngenesis_mc,50\ngenesis_lm,0\n")
+        zf.writestr("eval_bundle/eval_data/mc.jsonl", "".join(json.dumps(x) + "\n" for x in mc))
+        zf.writestr("eval_bundle/eval_data/lm.jsonl", "".join(json.dumps(x) + "\n" for x in lm))
+    return path.read_bytes()
+
+
+def test_core_downloads_a_verified_bundle_and_scores_every_task(straight_run, tmp_path):
+    good = mini_bundle(tmp_path / "eval_bundle.zip")
+    served = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):  # the first answer is corrupt (a CRC error), later ones are good
+            body = good if served else good[:100] + bytes(200) + good[300:]
+            served.append(self.path)
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}/eval_bundle.zip"
+    try:
+        snakemake(straight_run, "base_eval", *CONFIG, f"core={{bundle_url: '{url}', max_per_task: 3}}")
+    finally:
+        server.shutdown()
+    assert len(served) == 2, "the corrupt bundle was not downloaded again"
+    result = record(straight_run, "base_eval.json")
+    assert result["available"] and set(result["tasks"]) == {"genesis_mc", "genesis_lm"}
+    for task in result["tasks"].values():
+        assert task["n"] == 3 and task["centered"] == pytest.approx(
+            (task["accuracy"] - task["baseline"]) / (1 - task["baseline"]))
+    assert result["core"] == pytest.approx(sum(t["centered"] for t in result["tasks"].values()) / 2)

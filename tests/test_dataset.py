@@ -41,6 +41,8 @@ def test_iter_texts_caps_documents_and_total(tmp_path):
     ("nanochat.tok_train", ["--out_dir", "out", "missing_shard.parquet"]),
     ("nanochat.tok_eval", ["--tokenizer", "t.json", "--train", "missing_shard.parquet", "--val", "v.parquet",
                            "--out", "o.json"]),
+    ("nanochat.base_eval", ["--bundle", "missing_shard.parquet", "--model_dir", "m", "--tokenizer", "t.json",
+                            "--out", "o.json"]),
 ])
 def test_compute_stage_names_missing_input_before_any_work(tmp_path, module, args):
     result = subprocess.run([sys.executable, "-m", module, *args], cwd=tmp_path, capture_output=True, text=True)

@@ -14,8 +14,10 @@ TRAIN_SHARDS, VAL_SHARD = SHARDS[:-1], SHARDS[-1]
 TOKENIZER_DIR = BASE / "tokenizer"
 BASE_CKPT = BASE / "base_checkpoints"
 EVAL_DIR = BASE / "eval"
+EVAL_BUNDLE = BASE / "eval_bundle"
 # Every file that needs the network; the `download` target builds exactly these.
-DOWNLOADS = SHARDS if config["data"]["source"] == "fineweb-edu" else []
+DOWNLOADS = (SHARDS if config["data"]["source"] == "fineweb-edu" else []) \
+    + ([str(EVAL_BUNDLE)] if config["core"]["bundle_url"] else [])
 
 
 def log_path(rule: str, name: str = "") -> str:
