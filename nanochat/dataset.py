@@ -55,8 +55,8 @@ def write_shard(texts: list[str], path: Path, row_group_size: int = ROW_GROUP_SI
     os.replace(tmp, path)
 
 
-def verify_shard(path: Path, expected_size: int | None = None) -> str | None:
-    """Why `path` is not a usable shard, or None if it is."""
+def verify_shard(path: Path, expected_size: int | None = None, column: str | None = "text") -> str | None:
+    """Why `path` is not a usable parquet file (with `column`, when given), or None if it is."""
     size = path.stat().st_size
     if expected_size is not None and size != expected_size:
         return f"size {size} bytes, the hub reports {expected_size}"
@@ -66,8 +66,8 @@ def verify_shard(path: Path, expected_size: int | None = None) -> str | None:
         return f"unreadable parquet footer ({err})"
     if meta.num_rows == 0:
         return "no rows"
-    if "text" not in meta.schema.names:
-        return f"no 'text' column (columns: {meta.schema.names})"
+    if column and column not in meta.schema.names:
+        return f"no '{column}' column (columns: {meta.schema.names})"
     return None
 
 
@@ -93,11 +93,10 @@ def build_offline_shard(index: int, num_shards: int, out: Path) -> None:
     write_shard(docs[index::num_shards], out, OFFLINE_ROW_GROUP_SIZE)
 
 
-def download_shard(index: int, repo_id: str, out: Path) -> None:
-    """Download one hub shard into a staging folder, verify it, then rename it into place."""
+def download_verified(repo_id: str, name: str, out: Path, column: str | None = "text") -> None:
+    """Download one parquet file of a hub dataset into a staging folder, verify it, rename it into place."""
     from huggingface_hub import get_hf_file_metadata, hf_hub_download, hf_hub_url
 
-    name = shard_name(index)
     expected = get_hf_file_metadata(hf_hub_url(repo_id, name, repo_type="dataset")).size
     staging = out.parent / ".download"
     problem = None
@@ -105,7 +104,7 @@ def download_shard(index: int, repo_id: str, out: Path) -> None:
         started = time.time()
         path = Path(hf_hub_download(repo_id, name, repo_type="dataset", local_dir=staging,
                                     force_download=attempt > 1))
-        problem = verify_shard(path, expected)
+        problem = verify_shard(path, expected, column)
         if problem is None:
             os.replace(path, out)
             log.info("%s: %d bytes verified in %.1fs", name, expected, time.time() - started)
@@ -135,18 +134,22 @@ def iter_texts(paths: list[str | Path], max_chars: int | None = None, doc_cap: i
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     settings.add_arguments(parser, DataSettings)
-    parser.add_argument("--index", type=int, required=True, help="which shard to produce (0-based)")
-    parser.add_argument("--out", type=Path, required=True, help="path of the shard to write")
+    parser.add_argument("--index", type=int, help="which shard to produce (0-based)")
+    parser.add_argument("--hub_file", help="instead of a shard: download this parquet file of --hf_repo")
+    parser.add_argument("--out", type=Path, required=True, help="path of the file to write")
     args = parser.parse_args(argv)
     cfg: DataSettings = settings.from_args(DataSettings, args)
     setup_logging()
-    if not 0 <= args.index < cfg.num_shards:
-        parser.error(f"--index {args.index} is outside 0..{cfg.num_shards - 1}")
     args.out.parent.mkdir(parents=True, exist_ok=True)
+    if args.hub_file:
+        download_verified(cfg.hf_repo, args.hub_file, args.out, column=None)
+        return
+    if args.index is None or not 0 <= args.index < cfg.num_shards:
+        parser.error(f"--index must be within 0..{cfg.num_shards - 1}")
     if cfg.source == "offline":
         build_offline_shard(args.index, cfg.num_shards, args.out)
     else:
-        download_shard(args.index, cfg.hf_repo, args.out)
+        download_verified(cfg.hf_repo, shard_name(args.index), args.out)
     problem = verify_shard(args.out)
     if problem:
         args.out.unlink()

@@ -197,8 +197,10 @@ class GPT(nn.Module):
                                reduction=loss_reduction)
 
     @torch.no_grad()
-    def generate(self, tokens: list[int], max_tokens: int, temperature: float = 0.0, seed: int = 42):
-        """Yield up to `max_tokens` next tokens after `tokens`, using a KV cache (greedy at temperature 0)."""
+    def generate(self, tokens: list[int], max_tokens: int, temperature: float = 0.0, seed: int = 42,
+                 stop: frozenset[int] = frozenset()):
+        """Yield up to `max_tokens` next tokens after `tokens`, using a KV cache (greedy at temperature 0),
+        ending after a token in `stop` (which is not yielded)."""
         device = self.lm_head.weight.device
         c = self.config
         cache = KVCache(1, c.n_kv_head, len(tokens) + max_tokens, c.n_embd // c.n_head, c.n_layer, device)
@@ -211,7 +213,10 @@ class GPT(nn.Module):
                 ids = torch.multinomial(probs, 1, generator=rng)
             else:
                 ids = logits.argmax(dim=-1, keepdim=True)
-            yield int(ids.item())
+            token = int(ids.item())
+            if token in stop:
+                return
+            yield token
 
     def export_config(self) -> dict:
         return asdict(self.config)

@@ -74,6 +74,19 @@ class Tokenizer:
     def decode(self, ids: list[int]) -> str:
         return self.hf.decode(ids, skip_special_tokens=False)
 
+    def render_for_completion(self, messages: list[dict]) -> list[int]:
+        """A conversation's tokens up to the `<|assistant_start|>` of the reply the model is to write.
+        A system message is merged into the first user message (the model knows no system role)."""
+        if messages and messages[0]["role"] == "system":
+            system, first, *rest = messages
+            messages = [{"role": "user", "content": system["content"] + "\n\n" + first["content"]}, *rest]
+        ids = [self.bos_id]
+        for message in messages:
+            role = "user" if message["role"] == "user" else "assistant"
+            ids += [self.special_id(f"<|{role}_start|>"), *self.encode(message["content"]),
+                    self.special_id(f"<|{role}_end|>")]
+        return ids + [self.special_id("<|assistant_start|>")]
+
     def token_bytes(self) -> list[int]:
         """UTF-8 bytes each token stands for (0 for special tokens): the denominator of bits per byte."""
         specials = set(SPECIAL_TOKENS)

@@ -1,3 +1,4 @@
+import json
 import os
 import subprocess
 import sys
@@ -46,3 +47,21 @@ def tiny_run(tmp_path_factory) -> Path:
     workdir = tmp_path_factory.mktemp("tiny")
     snakemake(workdir, "tok_eval", "--config", "tokenizer={vocab_size: 512}")
     return workdir
+
+
+# A short tiny-preset run: small vocabulary, 40 steps, checkpoints every 10.
+CONFIG = ["--config", "tokenizer={vocab_size: 512}", "base_train={num_iterations: 40}",
+          "runtime={checkpoint_every: 10, eval_every: 20, log_every: 5}"]
+
+
+@pytest.fixture(scope="session")
+def straight_run(tmp_path_factory) -> Path:
+    """The tiny base model trained without interruption, with its base_loss record."""
+    workdir = tmp_path_factory.mktemp("straight")
+    snakemake(workdir, "base_loss", *CONFIG)
+    return workdir
+
+
+def record(workdir: Path, name: str) -> dict:
+    """A stage's JSON record, found by file name under the run's base directory."""
+    return json.loads(next((workdir / ".nanochat").rglob(name)).read_text())

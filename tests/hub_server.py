@@ -1,7 +1,8 @@
 """A local stand-in for the Hugging Face hub on 127.0.0.1: enough of its protocol for huggingface_hub.
 
-Serves the files of one folder as dataset repo `repo_id` (HEAD/GET `/datasets/{repo}/resolve/{rev}/{file}`,
-with the X-Repo-Commit, ETag and size headers the client needs). Faults can be queued per file:
+Serves `root/<owner>/<name>/<file>` as file <file> of dataset repo <owner>/<name>
+(HEAD/GET `/datasets/<owner>/<name>/resolve/<rev>/<file>`, with the X-Repo-Commit, ETag and size
+headers the client needs). Faults can be queued per file:
   "corrupt"  the body has the right length but a garbled parquet footer
   "stall"    the headers and half the body, then nothing until `release()` (a download killed midway)
 Every request is logged as (method, filename).
@@ -16,8 +17,8 @@ COMMIT = "a" * 40
 
 
 class HubServer:
-    def __init__(self, root: Path, repo_id: str):
-        self.root, self.repo_id = root, repo_id
+    def __init__(self, root: Path):
+        self.root = root
         self.faults: dict[str, list[str]] = {}
         self.requests: list[tuple[str, str]] = []
         self.released = threading.Event()
@@ -46,7 +47,6 @@ class HubServer:
 
     def _handler(self):
         server = self
-        prefix = f"/datasets/{self.repo_id}/resolve/"
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
@@ -55,10 +55,11 @@ class HubServer:
                 pass
 
             def _resolve(self) -> Path | None:
-                if not self.path.startswith(prefix):
+                parts = self.path.split("/")  # '', 'datasets', owner, name, 'resolve', revision, file...
+                if len(parts) < 7 or parts[1] != "datasets" or parts[4] != "resolve":
                     return None
-                name = self.path[len(prefix):].split("/", 1)[1]  # drop the revision
-                path = server.root / name
+                name = "/".join(parts[6:])
+                path = server.root / parts[2] / parts[3] / name
                 server.requests.append((self.command, name))
                 return path if path.is_file() else None
 
@@ -82,7 +83,7 @@ class HubServer:
                 if path is None:
                     return self._headers(None, 0)
                 body = path.read_bytes()
-                queue = server.faults.get(path.name, [])
+                queue = server.faults.get(path.name, [])  # faults are keyed by the file's base name
                 fault = queue.pop(0) if queue else None
                 self._headers(path, len(body))
                 if fault == "corrupt":

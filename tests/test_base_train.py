@@ -17,12 +17,10 @@ import pytest
 import torch
 import yaml
 
-from conftest import jobs_run, snakemake
+from conftest import CONFIG, jobs_run, record, snakemake
 from nanochat.dataset import iter_texts
 from nanochat.tokenizer import Tokenizer
 
-CONFIG = ["--config", "tokenizer={vocab_size: 512}", "base_train={num_iterations: 40}",
-          "runtime={checkpoint_every: 10, eval_every: 20, log_every: 5}"]
 
 
 def training_pid(workdir: Path) -> int | None:
@@ -38,17 +36,6 @@ def training_pid(workdir: Path) -> int | None:
 
 def weights(workdir: Path) -> dict:
     return torch.load(workdir / ".nanochat/base_checkpoints/model.pt")
-
-
-def record(workdir: Path, name: str) -> dict:
-    return json.loads(next((workdir / ".nanochat").rglob(name)).read_text())
-
-
-@pytest.fixture(scope="module")
-def straight_run(tmp_path_factory) -> Path:
-    workdir = tmp_path_factory.mktemp("straight")
-    snakemake(workdir, "base_loss", *CONFIG)
-    return workdir
 
 
 def test_sigkilled_training_resumes_bit_identically(straight_run, tmp_path):

@@ -13,16 +13,16 @@ from nanochat.dataset import build_offline_shard, shard_name
 REPO_ID = "test/fineweb-edu"
 NUM_SHARDS = 3
 CONFIG = ["--config", f"data={{source: fineweb-edu, num_shards: {NUM_SHARDS}, hf_repo: {REPO_ID}}}",
-          "tokenizer={vocab_size: 300}"]
+          "tokenizer={vocab_size: 300}", "chat_eval={source: offline}"]
 
 
 @pytest.fixture
 def hub(tmp_path):
     served = tmp_path / "served"
-    served.mkdir()
+    (served / REPO_ID).mkdir(parents=True)
     for i in range(NUM_SHARDS):
-        build_offline_shard(i, NUM_SHARDS, served / shard_name(i))
-    with HubServer(served, REPO_ID) as server:
+        build_offline_shard(i, NUM_SHARDS, served / REPO_ID / shard_name(i))
+    with HubServer(served) as server:
         yield server
 
 
@@ -39,7 +39,7 @@ def test_clean_download_then_compute_stays_offline(tmp_path, hub):
     workdir = tmp_path / "wd"
     run(workdir, hub, "download")
     for i in range(NUM_SHARDS):
-        assert shard_path(workdir, i).read_bytes() == (hub.root / shard_name(i)).read_bytes()
+        assert shard_path(workdir, i).read_bytes() == (hub.root / REPO_ID / shard_name(i)).read_bytes()
     assert sorted(hub.gets()) == [shard_name(i) for i in range(NUM_SHARDS)]
 
     requests_after_download = list(hub.requests)
@@ -52,7 +52,7 @@ def test_corrupt_shard_is_rejected_and_downloaded_again(tmp_path, hub):
     workdir = tmp_path / "wd"
     hub.faults[shard_name(1)] = ["corrupt"]
     run(workdir, hub, "download")
-    assert shard_path(workdir, 1).read_bytes() == (hub.root / shard_name(1)).read_bytes()
+    assert shard_path(workdir, 1).read_bytes() == (hub.root / REPO_ID / shard_name(1)).read_bytes()
     assert hub.gets().count(shard_name(1)) == 2
     log = (workdir / ".nanochat" / "logs" / "download_shard" / "shard_00001.log").read_text()
     assert "rejected: unreadable parquet footer" in log
@@ -81,4 +81,4 @@ def test_interrupted_download_reruns_only_that_shard(tmp_path, hub):
     run(workdir, hub, "download")
     assert hub.gets() == [shard_name(2)]
     assert [shard_path(workdir, i).stat().st_mtime_ns for i in (0, 1)] == kept
-    assert shard_path(workdir, 2).read_bytes() == (hub.root / shard_name(2)).read_bytes()
+    assert shard_path(workdir, 2).read_bytes() == (hub.root / REPO_ID / shard_name(2)).read_bytes()

@@ -3,6 +3,8 @@ import shlex
 import sys
 from pathlib import Path
 
+from nanochat.tasks import HUB_TASKS, TASKS, hub_path
+
 # Jobs run `python -m nanochat...`: find the Python that runs Snakemake (e.g. an unactivated .venv)
 # first. A conda env from --sdm conda is activated inside the job and still comes first.
 os.environ["PATH"] = os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"]
@@ -15,9 +17,14 @@ TOKENIZER_DIR = BASE / "tokenizer"
 BASE_CKPT = BASE / "base_checkpoints"
 EVAL_DIR = BASE / "eval"
 EVAL_BUNDLE = BASE / "eval_bundle"
+HUB_DIR = BASE / "hub"  # hub datasets as <owner>/<name>/<file>
+CHAT_EVAL_FILES = [str(hub_path(HUB_DIR, t)) for t in HUB_TASKS if TASKS[t][3]] \
+    if config["chat_eval"]["source"] == "hub" else []
+# Checkpoint folder of each stage a chat evaluation can run on.
+STAGE_CKPT = {"base": BASE_CKPT}
 # Every file that needs the network; the `download` target builds exactly these.
 DOWNLOADS = (SHARDS if config["data"]["source"] == "fineweb-edu" else []) \
-    + ([str(EVAL_BUNDLE)] if config["core"]["bundle_url"] else [])
+    + ([str(EVAL_BUNDLE)] if config["core"]["bundle_url"] else []) + CHAT_EVAL_FILES
 
 
 def log_path(rule: str, name: str = "") -> str:

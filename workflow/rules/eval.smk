@@ -1,4 +1,4 @@
-# Evaluations: CORE for the base model.
+# Evaluations: CORE for the base model, the chat tasks for any stage's model.
 
 
 # A download, so a local rule (the devel node on Ptolemy).
@@ -38,3 +38,46 @@ rule base_eval:
     shell:
         "python -m nanochat.base_eval --max_per_task={params.max_per_task} --bundle={params.bundle}"
         " --model_dir={BASE_CKPT} --tokenizer={input.tokenizer} --out={output.record} 2> {log}"
+
+
+# A hub dataset file (parquet), verified; a download, so a local rule.
+rule download_hub_file:
+    localrule: True
+    output:
+        file=str(HUB_DIR / "{owner}" / "{name}" / "{path}"),
+    wildcard_constraints:
+        owner=r"[^/]+",
+        name=r"[^/]+",
+        path=r".+\.parquet",
+    log:
+        log_path("download_hub_file", "{owner}/{name}/{path}"),
+    retries: 2
+    conda:
+        "../envs/data.yaml"
+    shell:
+        "python -m nanochat.dataset --hf_repo={wildcards.owner}/{wildcards.name} --hub_file={wildcards.path}"
+        " --out={output.file} 2> {log}"
+
+
+rule chat_eval:
+    input:
+        model=lambda w: str(STAGE_CKPT[w.stage] / "model.pt"),
+        meta=lambda w: str(STAGE_CKPT[w.stage] / "meta.json"),
+        tokenizer=rules.tok_train.output.tokenizer,
+        hub=CHAT_EVAL_FILES,
+    output:
+        record=str(EVAL_DIR / "chat_eval_{stage}.json"),
+    params:
+        settings=cli(config["chat_eval"]),
+    wildcard_constraints:
+        stage="|".join(STAGE_CKPT),
+    threads: 16
+    log:
+        log_path("chat_eval", "{stage}"),
+    benchmark:
+        benchmark_path("chat_eval", "{stage}")
+    conda:
+        "../envs/train.yaml"
+    shell:
+        "python -m nanochat.chat_eval {params.settings} --model_dir=$(dirname {input.model})"
+        " --tokenizer={input.tokenizer} --hub_dir={HUB_DIR} --out={output.record} 2> {log}"

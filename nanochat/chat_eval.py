@@ -1,0 +1,129 @@
+"""Evaluate a model on the chat tasks (nanochat.tasks) and compute ChatCORE, to one JSON record.
+
+Categorical tasks: the question and lettered choices as a user turn; the answer is the choice letter
+with the highest logit right after <|assistant_start|>. Generative tasks: greedy decoding until
+<|assistant_end|>, then a check: GSM8K's number after '####', HumanEval's program run against its
+tests in the sandbox, SpellingBee's last number. ChatCORE = mean over the evaluated tasks of
+(accuracy - baseline) / (1 - baseline). A task with no data from the chosen source is recorded as
+not available, with the reason, and left out of ChatCORE.
+
+    python -m nanochat.chat_eval --source=offline --model_dir=sft/ --tokenizer=tok/tokenizer.json \
+        --hub_dir=hub/ --out=chat_eval_sft.json
+"""
+
+import argparse
+import dataclasses
+import logging
+import random
+import re
+import time
+from typing import Literal
+
+from nanochat import settings
+from nanochat.common import run_record, start_compute_stage, write_json_atomic
+
+log = logging.getLogger("nanochat.chat_eval")
+
+
+@dataclasses.dataclass
+class ChatEvalSettings:
+    """Chat evaluation (ARC, MMLU, GSM8K, HumanEval, SpellingBee; QuaRTz offline)."""
+    source: Literal["hub", "offline"] = "hub"  # hub: the real tasks, downloaded; offline: what installed packages ship
+    max_problems: int = -1  # problems per task (-1: all), drawn with a fixed seed
+    max_new_tokens: int = 512  # tokens generated per generative problem
+
+
+def multiple_choice_prompt(item: dict) -> str:
+    lines = [f"Multiple Choice question: {item['question']}"]
+    lines += [f"- {choice}={letter}" for letter, choice in zip("ABCDEFGHIJ", item["choices"])]
+    return "\n".join(lines + ["\nRespond only with the letter of the correct answer."])
+
+
+def generative_prompt(task: str, item: dict) -> str:
+    if task == "gsm8k":
+        return item["question"]
+    if task == "humaneval":
+        return f"Complete this Python function.\n\n```python\n{item['prompt']}```"
+    return f"How many {item['letter']} are in the word {item['word']}?"
+
+
+def check_answer(task: str, item: dict, completion: str) -> bool:
+    if task == "gsm8k":
+        found = re.search(r"####\s*(-?[\d,]*\.?\d+)", completion)
+        return bool(found) and found.group(1).replace(",", "") == item["answer"]
+    if task == "spellingbee":
+        numbers = re.findall(r"-?\d+", completion)
+        return bool(numbers) and int(numbers[-1]) == item["answer"]
+    from nanochat.execution import execute_code
+
+    fenced = re.search(r"```(?:python)?\n(.*?)(?:```|$)", completion, re.S)
+    code = fenced.group(1) if fenced else completion
+    if f"def {item['entry_point']}" not in code:  # a continuation of the signature's body
+        code = item["prompt"] + code
+    imports = "\n".join(line for line in item["prompt"].splitlines() if line.startswith(("import ", "from ")))
+    program = f"{imports}\n\n{code}\n\n{item['test']}\n\ncheck({item['entry_point']})\n"
+    return execute_code(program, timeout=5.0).success
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    settings.add_arguments(parser, ChatEvalSettings)
+    parser.add_argument("--device", default="", help="cuda, cpu or mps (default: the best available)")
+    settings.add_path_arguments(parser, model_dir="folder with model.pt and meta.json", tokenizer="tokenizer.json",
+                                hub_dir="folder of downloaded hub datasets (source=hub)", out="JSON record to write")
+    args = parser.parse_args(argv)
+    cfg: ChatEvalSettings = settings.from_args(ChatEvalSettings, args)
+    start_compute_stage([args.model_dir / "model.pt", args.model_dir / "meta.json", args.tokenizer])
+
+    import torch
+
+    from nanochat.checkpoint import load_model
+    from nanochat.compute import init_compute
+    from nanochat.tasks import HUB_TASKS, NOT_OFFLINE, OFFLINE_TASKS, TASKS, load_task
+    from nanochat.tokenizer import Tokenizer
+
+    started = time.time()
+    compute = init_compute(args.device)
+    model, meta = load_model(args.model_dir, compute.device)
+    tokenizer = Tokenizer.load(args.tokenizer)
+    stop = frozenset({tokenizer.special_id("<|assistant_end|>"), tokenizer.bos_id})
+    names = HUB_TASKS if cfg.source == "hub" else [*OFFLINE_TASKS, *NOT_OFFLINE]
+    results = {}
+    for task in names:
+        display, kind, baseline, _, _ = TASKS[task]
+        items = load_task(task, cfg.source, args.hub_dir)
+        if isinstance(items, str):
+            results[display] = {"available": False, "reason": items}
+            log.info("%-14s %s", display, items)
+            continue
+        random.Random(1337).shuffle(items)
+        items = items[:cfg.max_problems] if cfg.max_problems > 0 else items
+        task_started, correct = time.time(), 0
+        for item in items:
+            if kind == "categorical":
+                ids = tokenizer.render_for_completion([{"role": "user", "content": multiple_choice_prompt(item)}])
+                letters = [tokenizer.encode(letter)[0] for letter in "ABCDEFGHIJ"[:len(item["choices"])]]
+                with torch.no_grad(), compute.autocast():
+                    logits = model(torch.tensor([ids], device=compute.device))[0, -1]
+                correct += int(logits[letters].argmax()) == item["answer"]
+            else:
+                ids = tokenizer.render_for_completion([{"role": "user", "content": generative_prompt(task, item)}])
+                with compute.autocast():
+                    completion = tokenizer.decode(list(model.generate(ids, cfg.max_new_tokens, stop=stop)))
+                correct += check_answer(task, item, completion)
+        accuracy = correct / len(items)
+        results[display] = {"available": True, "accuracy": accuracy, "n": len(items), "baseline": baseline,
+                            "centered": (accuracy - baseline) / (1 - baseline),
+                            "wall_time_s": round(time.time() - task_started, 3)}
+        log.info("%-14s accuracy %.4f (n=%d, baseline %.2f) in %.1fs", display, accuracy, len(items), baseline,
+                 results[display]["wall_time_s"])
+    evaluated = [r for r in results.values() if r["available"]]
+    chatcore = sum(r["centered"] for r in evaluated) / len(evaluated) if evaluated else None
+    log.info("ChatCORE %s over %d tasks", f"{chatcore:.4f}" if chatcore is not None else "n/a", len(evaluated))
+    write_json_atomic(args.out, {"chatcore": chatcore, "chatcore_tasks": [n for n, r in results.items() if r["available"]],
+                                 "tasks": results, "settings": dataclasses.asdict(cfg), "model_step": meta["step"],
+                                 "device": str(compute.device), **run_record(started)})
+
+
+if __name__ == "__main__":
+    main()

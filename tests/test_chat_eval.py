@@ -1,0 +1,91 @@
+"""Chat evaluation: answer checks, prompt rendering, and real runs from offline and hub sources."""
+
+import json
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from conftest import CONFIG, REPO, record, snakemake
+from hub_server import HubServer
+from nanochat.chat_eval import check_answer, multiple_choice_prompt
+from nanochat.tasks import TASKS, load_task
+from nanochat.tokenizer import SPECIAL_TOKENS, Tokenizer
+
+GSM8K = REPO.parent / "shared" / "data" / "gsm8k" / "test.jsonl"
+
+
+def test_answers_are_checked_as_each_task_defines():
+    assert check_answer("gsm8k", {"answer": "1200"}, "so 1,200 in all.\n#### 1,200")
+    assert not check_answer("gsm8k", {"answer": "1200"}, "the answer is 1200")  # no '####'
+    assert check_answer("spellingbee", {"answer": 3}, "There are 3")
+    assert not check_answer("spellingbee", {"answer": 3}, "There are 2")
+    [problem] = [p for p in load_task("humaneval", "offline") if p["task_id"] == "HumanEval/0"]
+    solution = next(p for p in __import__("test_execution").humaneval_problems()
+                    if p["task_id"] == "HumanEval/0")["canonical_solution"]
+    assert check_answer("humaneval", problem, f"```python\n{problem['prompt']}{solution}```")
+    assert check_answer("humaneval", problem, solution)  # a bare body continues the signature
+    assert not check_answer("humaneval", problem, "    return True\n")
+
+
+def test_offline_sources_load_real_items():
+    mmlu, quartz = load_task("mmlu", "offline"), load_task("quartz", "offline")
+    assert len(mmlu) == 1000 and all(len(q["choices"]) == 4 and 0 <= q["answer"] < 4 for q in mmlu)
+    assert len(quartz) == 3860 and all(len(q["choices"]) == 2 for q in quartz)
+    assert len(load_task("humaneval", "offline")) == 164
+    assert all(item["word"].count(item["letter"]) == item["answer"] for item in load_task("spellingbee", "offline"))
+    assert "not available offline" in load_task("gsm8k", "offline")
+
+
+def test_completion_prompt_ends_with_assistant_start(tmp_path):
+    tok = Tokenizer.train(["Multiple Choice question: which? - yes=A - no=B"] * 3, vocab_size=300)
+    ids = tok.render_for_completion([{"role": "system", "content": "Be brief."},
+                                     {"role": "user", "content": multiple_choice_prompt(
+                                         {"question": "which?", "choices": ["yes", "no"]})}])
+    specials = {tok.special_id(t): t for t in SPECIAL_TOKENS}
+    assert [specials[i] for i in ids if i in specials] == \
+        ["<|bos|>", "<|user_start|>", "<|user_end|>", "<|assistant_start|>"]
+    assert tok.decode(ids).startswith("<|bos|><|user_start|>Be brief.\n\nMultiple Choice question: which?\n- yes=A")
+
+
+def test_offline_chat_eval_scores_the_tiny_model(straight_run):
+    snakemake(straight_run, ".nanochat/eval/chat_eval_base.json",
+              *CONFIG, "chat_eval={source: offline, max_problems: 4, max_new_tokens: 8}")
+    result = record(straight_run, "chat_eval_base.json")
+    tasks = result["tasks"]
+    assert {n for n, t in tasks.items() if t["available"]} == {"MMLU", "HumanEval", "SpellingBee", "QuaRTz"}
+    assert all("not available offline" in tasks[n]["reason"] for n in ("ARC-Easy", "ARC-Challenge", "GSM8K"))
+    assert all(t["n"] == 4 for t in tasks.values() if t["available"])
+    expected = sum(t["centered"] for t in tasks.values() if t["available"]) / 4
+    assert result["chatcore"] == pytest.approx(expected)
+
+
+def write_parquet(path, rows):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pq.write_table(pa.Table.from_pylist(rows), path)
+
+
+@pytest.mark.skipif(not GSM8K.is_file(), reason="needs ../shared/data/gsm8k (real GSM8K test set)")
+def test_hub_chat_eval_downloads_every_task_then_scores_offline(straight_run, tmp_path):
+    served = tmp_path / "served"
+    gsm8k = [json.loads(line) for line in GSM8K.read_text().splitlines()[:10]]
+    humaneval = __import__("test_execution").humaneval_problems()[:10]
+    mmlu = [{"question": q["question"], "subject": "x", "choices": q["choices"], "answer": q["answer"]}
+            for q in load_task("mmlu", "offline")[:10]]
+    arc = [{"id": str(i), "question": f"Which is a planet? ({i})", "answerKey": "B",
+            "choices": {"text": ["the Sun", "Mars", "the Moon"], "label": ["A", "B", "C"]}} for i in range(5)]
+    rows = {"gsm8k": gsm8k, "humaneval": humaneval, "mmlu": mmlu, "arc_easy": arc, "arc_challenge": arc}
+    for task, task_rows in rows.items():
+        _, _, _, repo, filename = TASKS[task]
+        write_parquet(served / repo / filename, task_rows)
+    with HubServer(served) as hub:
+        env = {"HF_ENDPOINT": hub.endpoint, "HF_HOME": str(tmp_path / "hf-home")}
+        settings = "chat_eval={source: hub, max_problems: 3, max_new_tokens: 8}"
+        snakemake(straight_run, "download", *CONFIG, settings, env=env)
+        assert len(set(hub.gets())) == 5
+        gets = len(hub.gets())
+        snakemake(straight_run, ".nanochat/eval/chat_eval_base.json", *CONFIG, settings, env=env)
+        assert len(hub.gets()) == gets, "the evaluation itself downloaded something"
+    result = record(straight_run, "chat_eval_base.json")
+    assert set(result["chatcore_tasks"]) == {"ARC-Easy", "ARC-Challenge", "MMLU", "GSM8K", "HumanEval", "SpellingBee"}
+    assert all(t["n"] == 3 for t in result["tasks"].values())
