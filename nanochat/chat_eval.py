@@ -73,13 +73,16 @@ def main(argv: list[str] | None = None) -> None:
                                 hub_dir="folder of downloaded hub datasets (source=hub)", out="JSON record to write")
     args = parser.parse_args(argv)
     cfg: ChatEvalSettings = settings.from_args(ChatEvalSettings, args)
-    start_compute_stage([args.model_dir / "model.pt", args.model_dir / "meta.json", args.tokenizer])
+    from nanochat.tasks import HUB_TASKS, NOT_OFFLINE, OFFLINE_TASKS, TASKS, hub_path, load_task
+
+    names = HUB_TASKS if cfg.source == "hub" else [*OFFLINE_TASKS, *NOT_OFFLINE]
+    datasets = [hub_path(args.hub_dir, t) for t in names if TASKS[t][3]] if cfg.source == "hub" else []
+    start_compute_stage([args.model_dir / "model.pt", args.model_dir / "meta.json", args.tokenizer, *datasets])
 
     import torch
 
     from nanochat.checkpoint import load_model
     from nanochat.compute import init_compute
-    from nanochat.tasks import HUB_TASKS, NOT_OFFLINE, OFFLINE_TASKS, TASKS, load_task
     from nanochat.tokenizer import Tokenizer
 
     started = time.time()
@@ -87,7 +90,6 @@ def main(argv: list[str] | None = None) -> None:
     model, meta = load_model(args.model_dir, compute.device)
     tokenizer = Tokenizer.load(args.tokenizer)
     stop = frozenset({tokenizer.special_id("<|assistant_end|>"), tokenizer.bos_id})
-    names = HUB_TASKS if cfg.source == "hub" else [*OFFLINE_TASKS, *NOT_OFFLINE]
     results = {}
     for task in names:
         display, kind, baseline, _, _ = TASKS[task]

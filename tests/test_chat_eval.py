@@ -1,6 +1,9 @@
 """Chat evaluation: answer checks, prompt rendering, and real runs from offline and hub sources."""
 
 import json
+import os
+import subprocess
+import sys
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -89,3 +92,14 @@ def test_hub_chat_eval_downloads_every_task_then_scores_offline(straight_run, tm
     result = record(straight_run, "chat_eval_base.json")
     assert set(result["chatcore_tasks"]) == {"ARC-Easy", "ARC-Challenge", "MMLU", "GSM8K", "HumanEval", "SpellingBee"}
     assert all(t["n"] == 3 for t in result["tasks"].values())
+
+    # A GPU node without the network: one dataset gone, the evaluation names it before doing any work.
+    missing = straight_run / ".nanochat/hub/openai/gsm8k/main/test-00000-of-00001.parquet"
+    missing.unlink()
+    base = straight_run / ".nanochat"
+    result = subprocess.run([sys.executable, "-m", "nanochat.chat_eval", "--source=hub", f"--hub_dir={base}/hub",
+                             f"--model_dir={base}/base_checkpoints", f"--tokenizer={base}/tokenizer/tokenizer.json",
+                             f"--out={tmp_path}/out.json"], capture_output=True, text=True,
+                            env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert result.returncode != 0 and str(missing) in result.stderr
+    assert "Traceback" not in result.stderr and not (tmp_path / "out.json").exists()
