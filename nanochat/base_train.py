@@ -10,12 +10,10 @@ SIGTERM/SIGUSR1 write a checkpoint and exit with status 75; rerunning continues 
 """
 
 import argparse
-import contextlib
 import dataclasses
 import hashlib
 import json
 import logging
-import sys
 import time
 from pathlib import Path
 
@@ -80,7 +78,6 @@ def main(argv: list[str] | None = None) -> None:
     start_compute_stage([*args.shards, args.val, args.tokenizer, token_bytes_path])
 
     import torch
-    from torch.nn.parallel import DistributedDataParallel as DDP
 
     from nanochat.checkpoint import StepCheckpoints, save_final
     from nanochat.compute import init_compute, shutdown
@@ -88,7 +85,7 @@ def main(argv: list[str] | None = None) -> None:
     from nanochat.gpt import GPT, GPTConfig
     from nanochat.loss_eval import eval_batches, evaluate_bpb
     from nanochat.tokenizer import Tokenizer
-    from nanochat.training import Progress, RESUMABLE_EXIT, StopRequest, init_wandb, lr_multiplier, muon_momentum
+    from nanochat.training import StopRequest, train_loop
 
     started = time.time()
     compute = init_compute(rt.device)
@@ -110,19 +107,11 @@ def main(argv: list[str] | None = None) -> None:
 
     checkpoints = StepCheckpoints(args.ckpt_dir / run_hash(cfg, args.tokenizer, args.shards), compute)
     resumed = checkpoints.load_latest(model, optimizers)
-    meta, loader_state = resumed if resumed else ({"step": 0, "history": []}, None)
-    step, history = meta["step"], meta["history"]
+    meta, loader_state = resumed if resumed else ({"history": []}, None)
+    history = meta["history"]
     loader = DataLoader(args.shards, tokenizer, B, T, cfg.total_batch_size, compute.rank, compute.world_size,
                         state=loader_state)
-    accum = loader.accum
-    train_model = DDP(model, device_ids=[compute.local_rank] if compute.device.type == "cuda" else None) \
-        if compute.distributed else model
-    if rt.compile:
-        train_model = torch.compile(train_model)
     val_batches = eval_batches(args.val, tokenizer, B, T, rt.eval_tokens, compute.rank, compute.world_size)
-    progress = Progress(steps, cfg.total_batch_size, model.flops_per_token(),
-                        compute.peak_flops() and compute.peak_flops() * compute.world_size, rt.log_every)
-    wandb_run = init_wandb(rt, dataclasses.asdict(cfg), compute.is_master)
 
     def validation_bpb() -> float:
         model.eval()
@@ -132,59 +121,19 @@ def main(argv: list[str] | None = None) -> None:
 
     model_meta = {"settings": dataclasses.asdict(cfg), "model_config": model.export_config(),
                   "tokenizer": str(args.tokenizer)}
-
-    while step < steps:
-        t0 = time.time()
-        lr_mult = lr_multiplier(step, steps, cfg.warmdown_ratio)
-        loss_sum = torch.zeros((), device=compute.device)
-        for micro in range(accum):
-            x, y = loader.next_batch(compute.device)
-            # DDP averages gradients across ranks only on the last micro-step.
-            last = micro == accum - 1 or not compute.distributed
-            with contextlib.nullcontext() if last else train_model.no_sync(), compute.autocast():
-                loss = train_model(x, y)
-                (loss / accum).backward()
-            loss_sum += loss.detach()
-        if cfg.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-        for opt in optimizers:
-            for group in opt.param_groups:
-                group["lr"] = group["initial_lr"] * lr_mult
-        optimizers[1].param_groups[0]["momentum"] = muon_momentum(step)
-        for opt in optimizers:
-            opt.step()
-        model.zero_grad(set_to_none=True)
-        loss_value = compute.all_reduce(loss_sum).item() / (accum * compute.world_size)
-        if compute.device.type == "cuda":
-            torch.cuda.synchronize()
-        step += 1
-        entry = progress.update(step, loss_value, lr_mult, time.time() - t0)
-        if rt.eval_every and step % rt.eval_every == 0 and step < steps:
-            entry["val_bpb"] = round(validation_bpb(), 5)
-            log.info("step %d | validation %.4f bits/byte", step, entry["val_bpb"])
-        history.append(entry)
-        if wandb_run:
-            wandb_run.log(entry, step=step)
-        if stop or (rt.checkpoint_every and step % rt.checkpoint_every == 0 and step < steps):
-            checkpoints.save(step, model, optimizers, loader.state_dict(), {**model_meta, "history": history})
-        if stop:
-            log.warning("stopped at step %d on %s; rerun to resume", step, stop.signal)
-            shutdown(compute)
-            sys.exit(RESUMABLE_EXIT)
-
-    val_bpb = validation_bpb()
-    history[-1]["val_bpb"] = round(val_bpb, 5)
-    log.info("done: %d steps, final loss %.4f, validation %.4f bits/byte", step, history[-1]["loss"], val_bpb)
+    train_loop(model, optimizers, loader, steps=steps, warmdown_ratio=cfg.warmdown_ratio, grad_clip=cfg.grad_clip,
+               compute=compute, runtime=rt, checkpoints=checkpoints, history=history, meta=model_meta,
+               evaluate=validation_bpb, metric="val_bpb", tokens_per_step=cfg.total_batch_size, stop=stop)
+    val_bpb = history[-1]["val_bpb"]
+    log.info("done: %d steps, final loss %.4f, validation %.4f bits/byte", steps, history[-1]["loss"], val_bpb)
     if compute.is_master:
-        save_final(args.out_dir, model, {**model_meta, "step": step})
+        save_final(args.out_dir, model, {**model_meta, "step": steps})
         write_json_atomic(args.out_dir / "base_train.json", {
             "settings": dataclasses.asdict(cfg), "model_config": model.export_config(),
             "num_params": model.num_params(), "flops_per_token": model.flops_per_token(), "num_steps": steps,
             "tokens": steps * cfg.total_batch_size, "world_size": compute.world_size,
             "device": str(compute.device), "final_loss": history[-1]["loss"], "val_bpb": val_bpb,
             "history": history, **run_record(started)})
-    if wandb_run:
-        wandb_run.finish()
     shutdown(compute)
 
 

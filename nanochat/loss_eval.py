@@ -39,3 +39,17 @@ def evaluate_bpb(model: torch.nn.Module, batches: list, token_bytes: torch.Tenso
         total[1] += nbytes.sum().double()
     nats, nbytes = compute.all_reduce(total).tolist()
     return nats / (math.log(2) * nbytes)
+
+
+@torch.no_grad()
+def evaluate_loss(model: torch.nn.Module, batches: list, compute: Compute) -> float:
+    """Mean loss in nats over every trained target (not -1) of all ranks' batches."""
+    total = torch.zeros(2, dtype=torch.float64, device=compute.device)  # nats, targets
+    for x, y in batches:
+        x, y = x.to(compute.device), y.to(compute.device)
+        with compute.autocast():
+            loss = model(x, y, loss_reduction="none").view(-1)
+        total[0] += loss.sum().double()  # ignored targets contribute 0
+        total[1] += (y != -1).sum().double()
+    nats, count = compute.all_reduce(total).tolist()
+    return nats / max(count, 1)

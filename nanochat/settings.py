@@ -33,23 +33,28 @@ class WorkflowSettings:
 def sections() -> dict[str, type]:
     """Config section name -> settings dataclass, in pipeline order. Top-level keys come from WorkflowSettings."""
     # imported here: they import this module
-    from nanochat import base_eval, base_loss, base_train, chat_eval, dataset, tok_eval, tok_train, training
+    from nanochat import (base_eval, base_loss, base_train, chat_eval, chat_sft, dataset, mid_train, tok_eval,
+                          tok_train, training)
     return {"data": dataset.DataSettings, "tokenizer": tok_train.TokenizerSettings,
             "tok_eval": tok_eval.TokEvalSettings, "base_train": base_train.BaseTrainSettings,
             "base_loss": base_loss.BaseLossSettings, "core": base_eval.CoreSettings,
+            "mid_train": mid_train.MidTrainSettings, "chat_sft": chat_sft.ChatSftSettings,
             "chat_eval": chat_eval.ChatEvalSettings, "runtime": training.RuntimeSettings}
 
 
 def field_comments(cls: type) -> dict[str, str]:
-    """The trailing `# comment` of each field line in the class body: the setting's one-line help."""
-    comments, name = {}, None
-    for tok in tokenize.generate_tokens(io.StringIO(inspect.getsource(cls)).readline):
-        if tok.type == tokenize.NAME and name is None:
-            name = tok.string
-        elif tok.type == tokenize.COMMENT and name is not None:
-            comments[name] = tok.string.lstrip("# ").strip()
-        elif tok.type in (tokenize.NEWLINE, tokenize.NL):
-            name = None
+    """The trailing `# comment` of each field line in the class body: the setting's one-line help.
+    A subclass that overrides a field's default overrides its comment too."""
+    comments = {}
+    for klass in reversed([k for k in cls.__mro__ if dataclasses.is_dataclass(k)]):
+        name = None
+        for tok in tokenize.generate_tokens(io.StringIO(inspect.getsource(klass)).readline):
+            if tok.type == tokenize.NAME and name is None:
+                name = tok.string
+            elif tok.type == tokenize.COMMENT and name is not None:
+                comments[name] = tok.string.lstrip("# ").strip()
+            elif tok.type in (tokenize.NEWLINE, tokenize.NL):
+                name = None
     fields = [f.name for f in dataclasses.fields(cls)]
     missing = [f for f in fields if not comments.get(f)]
     if missing:

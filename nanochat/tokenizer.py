@@ -74,18 +74,54 @@ class Tokenizer:
     def decode(self, ids: list[int]) -> str:
         return self.hf.decode(ids, skip_special_tokens=False)
 
+    def render_conversation(self, messages: list[dict], max_tokens: int = 2048) -> tuple[list[int], list[int]]:
+        """Tokens of a whole conversation and a mask: 1 where the model is trained to produce the token.
+
+        Trained (1): the assistant's text, its python tool calls (<|python_start|>..<|python_end|>) and
+        <|assistant_end|>. Not trained (0): <|bos|>, user turns, <|assistant_start|>, and tool output
+        (<|output_start|>..<|output_end|>), which the tool, not the model, writes. An assistant message is a
+        string or a list of parts {"type": "text" | "python" | "python_output", "text": ...}. A system
+        message is merged into the first user message. Cut to `max_tokens`.
+        """
+        ids, mask = [self.bos_id], [0]
+
+        def add(tokens: list[int], trained: int) -> None:
+            ids.extend(tokens)
+            mask.extend([trained] * len(tokens))
+
+        for message in self._merge_system(messages):
+            if message["role"] == "user":
+                add([self.special_id("<|user_start|>"), *self.encode(message["content"]),
+                     self.special_id("<|user_end|>")], 0)
+                continue
+            add([self.special_id("<|assistant_start|>")], 0)
+            content = message["content"]
+            for part in [{"type": "text", "text": content}] if isinstance(content, str) else content:
+                if part["type"] == "text":
+                    add(self.encode(part["text"]), 1)
+                elif part["type"] == "python":
+                    add([self.special_id("<|python_start|>"), *self.encode(part["text"]),
+                         self.special_id("<|python_end|>")], 1)
+                elif part["type"] == "python_output":
+                    add([self.special_id("<|output_start|>"), *self.encode(part["text"]),
+                         self.special_id("<|output_end|>")], 0)
+                else:
+                    raise ValueError(f"unknown assistant message part {part['type']!r}")
+            add([self.special_id("<|assistant_end|>")], 1)
+        return ids[:max_tokens], mask[:max_tokens]
+
     def render_for_completion(self, messages: list[dict]) -> list[int]:
-        """A conversation's tokens up to the `<|assistant_start|>` of the reply the model is to write.
-        A system message is merged into the first user message (the model knows no system role)."""
+        """A conversation's tokens up to the `<|assistant_start|>` of the reply the model is to write."""
+        ids, _ = self.render_conversation(messages, max_tokens=10 ** 9)
+        return ids + [self.special_id("<|assistant_start|>")]
+
+    @staticmethod
+    def _merge_system(messages: list[dict]) -> list[dict]:
+        """The model knows no system role: a system message becomes the start of the first user message."""
         if messages and messages[0]["role"] == "system":
             system, first, *rest = messages
-            messages = [{"role": "user", "content": system["content"] + "\n\n" + first["content"]}, *rest]
-        ids = [self.bos_id]
-        for message in messages:
-            role = "user" if message["role"] == "user" else "assistant"
-            ids += [self.special_id(f"<|{role}_start|>"), *self.encode(message["content"]),
-                    self.special_id(f"<|{role}_end|>")]
-        return ids + [self.special_id("<|assistant_start|>")]
+            return [{"role": "user", "content": system["content"] + "\n\n" + first["content"]}, *rest]
+        return messages
 
     def token_bytes(self) -> list[int]:
         """UTF-8 bytes each token stands for (0 for special tokens): the denominator of bits per byte."""

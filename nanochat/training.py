@@ -1,9 +1,12 @@
 """What every training stage shares: runtime settings, LR schedule, stop signals, progress lines, wandb."""
 
+import contextlib
 import dataclasses
 import logging
 import signal
+import sys
 import time
+from typing import Callable
 
 log = logging.getLogger("nanochat.train")
 
@@ -91,3 +94,70 @@ def init_wandb(runtime: RuntimeSettings, config: dict, is_master: bool):
     import wandb
 
     return wandb.init(project=runtime.wandb_project, name=runtime.wandb_run, config=config)
+
+
+def train_loop(model, optimizers: list, loader, *, steps: int, warmdown_ratio: float, grad_clip: float, compute,
+               runtime: RuntimeSettings, checkpoints, history: list[dict], meta: dict,
+               evaluate: Callable[[], float], metric: str, tokens_per_step: int, stop: StopRequest) -> None:
+    """Optimizer steps from len(history) to `steps`, shared by every training stage.
+
+    Each step: gradient accumulation over the loader's micro-batches (DDP all-reduces on the last
+    only), clipping, the LR multiplier and Muon momentum for this step, the optimizer steps. Appends a
+    history entry per step (with `metric` from `evaluate` every eval_every steps), writes step
+    checkpoints every checkpoint_every steps, and on a stop request checkpoints and exits 75.
+    """
+    import torch
+    from torch.nn.parallel import DistributedDataParallel as DDP
+
+    train_model = model
+    if compute.distributed:
+        train_model = DDP(model, device_ids=[compute.local_rank] if compute.device.type == "cuda" else None)
+    if runtime.compile:
+        train_model = torch.compile(train_model)
+    peak = compute.peak_flops()
+    progress = Progress(steps, tokens_per_step, model.flops_per_token(), peak and peak * compute.world_size,
+                        runtime.log_every)
+    wandb_run = init_wandb(runtime, meta["settings"], compute.is_master)
+    step, accum = len(history), loader.accum
+    while step < steps:
+        t0 = time.time()
+        lr_mult = lr_multiplier(step, steps, warmdown_ratio)
+        loss_sum = torch.zeros((), device=compute.device)
+        for micro in range(accum):
+            x, y = loader.next_batch(compute.device)
+            # DDP averages gradients across ranks only on the last micro-step.
+            last = micro == accum - 1 or not compute.distributed
+            with contextlib.nullcontext() if last else train_model.no_sync(), compute.autocast():
+                loss = train_model(x, y)
+                (loss / accum).backward()
+            loss_sum += loss.detach()
+        if grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+        for opt in optimizers:
+            for group in opt.param_groups:
+                group["lr"] = group["initial_lr"] * lr_mult
+        optimizers[1].param_groups[0]["momentum"] = muon_momentum(step)
+        for opt in optimizers:
+            opt.step()
+        model.zero_grad(set_to_none=True)
+        loss_value = compute.all_reduce(loss_sum).item() / (accum * compute.world_size)
+        if compute.device.type == "cuda":
+            torch.cuda.synchronize()
+        step += 1
+        entry = progress.update(step, loss_value, lr_mult, time.time() - t0)
+        if runtime.eval_every and step % runtime.eval_every == 0 and step < steps:
+            entry[metric] = round(evaluate(), 5)
+            log.info("step %d | %s %.4f", step, metric, entry[metric])
+        history.append(entry)
+        if wandb_run:
+            wandb_run.log(entry, step=step)
+        if stop or (runtime.checkpoint_every and step % runtime.checkpoint_every == 0 and step < steps):
+            checkpoints.save(step, model, optimizers, loader.state_dict(), {**meta, "history": history})
+        if stop:
+            log.warning("stopped at step %d on %s; rerun to resume", step, stop.signal)
+            if compute.distributed:
+                torch.distributed.destroy_process_group()
+            sys.exit(RESUMABLE_EXIT)
+    history[-1][metric] = round(evaluate(), 5)
+    if wandb_run:
+        wandb_run.finish()

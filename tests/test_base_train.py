@@ -23,10 +23,11 @@ from nanochat.tokenizer import Tokenizer
 
 
 
-def training_pid(workdir: Path) -> int | None:
+def training_pid(workdir: Path, module: str = "nanochat.base_train") -> int | None:
+    """The pid of the training process running `module` in `workdir`."""
     for proc in Path("/proc").iterdir():
         try:
-            if b"nanochat.base_train" in (proc / "cmdline").read_bytes() and \
+            if module.encode() in (proc / "cmdline").read_bytes() and \
                     os.readlink(proc / "cwd") == str(workdir):
                 return int(proc.name)
         except (OSError, ValueError):

@@ -34,3 +34,37 @@ def test_save_and_load_give_the_same_encoding(tokenizer, tmp_path):
     loaded = Tokenizer.load(tmp_path / "tokenizer.json")
     text = offline_documents()[500]
     assert loaded.encode(text) == tokenizer.encode(text) and loaded.vocab_size == 600
+
+
+def test_conversation_masks_train_exactly_the_assistants_own_tokens(tokenizer):
+    conversation = [
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": "What is 12*3?"},
+        {"role": "assistant", "content": [{"type": "text", "text": "Let me compute."},
+                                          {"type": "python", "text": "12*3"},
+                                          {"type": "python_output", "text": "36"},
+                                          {"type": "text", "text": "It is 36."}]},
+        {"role": "user", "content": "Thanks"},
+        {"role": "assistant", "content": "Welcome."},
+    ]
+    ids, mask = tokenizer.render_conversation(conversation)
+    sp, enc = tokenizer.special_id, tokenizer.encode
+    # Hand-derived: (tokens, trained?) in order.
+    pieces = [([sp("<|bos|>")], 0), ([sp("<|user_start|>")] + enc("Be brief.\n\nWhat is 12*3?") + [sp("<|user_end|>")], 0),
+              ([sp("<|assistant_start|>")], 0), (enc("Let me compute."), 1),
+              ([sp("<|python_start|>")] + enc("12*3") + [sp("<|python_end|>")], 1),
+              ([sp("<|output_start|>")] + enc("36") + [sp("<|output_end|>")], 0),
+              (enc("It is 36."), 1), ([sp("<|assistant_end|>")], 1),
+              ([sp("<|user_start|>")] + enc("Thanks") + [sp("<|user_end|>")], 0),
+              ([sp("<|assistant_start|>")], 0), (enc("Welcome."), 1), ([sp("<|assistant_end|>")], 1)]
+    assert ids == [t for tokens, _ in pieces for t in tokens]
+    trained = {i for i, m in enumerate(mask) if m}
+    expected, pos = set(), 0
+    for tokens, flag in pieces:
+        if flag:
+            expected |= set(range(pos, pos + len(tokens)))
+        pos += len(tokens)
+    assert trained == expected
+    short_ids, short_mask = tokenizer.render_conversation(conversation, max_tokens=10)
+    assert short_ids == ids[:10] and short_mask == mask[:10]
+    assert tokenizer.render_for_completion(conversation[:2])[-1] == sp("<|assistant_start|>")

@@ -15,13 +15,16 @@ SHARDS = [str(DATA_DIR / f"shard_{i:05d}.parquet") for i in range(config["data"]
 TRAIN_SHARDS, VAL_SHARD = SHARDS[:-1], SHARDS[-1]
 TOKENIZER_DIR = BASE / "tokenizer"
 BASE_CKPT = BASE / "base_checkpoints"
+MID_CKPT = BASE / "mid_checkpoints"
+SFT_CKPT = BASE / "sft_checkpoints"
 EVAL_DIR = BASE / "eval"
 EVAL_BUNDLE = BASE / "eval_bundle"
 HUB_DIR = BASE / "hub"  # hub datasets as <owner>/<name>/<file>
 CHAT_EVAL_FILES = [str(hub_path(HUB_DIR, t)) for t in HUB_TASKS if TASKS[t][3]] \
     if config["chat_eval"]["source"] == "hub" else []
 # Checkpoint folder of each stage a chat evaluation can run on.
-STAGE_CKPT = {"base": BASE_CKPT}
+STAGE_CKPT = {"base": BASE_CKPT, "mid": MID_CKPT, "sft": SFT_CKPT}
+CHAT_STAGES = ["mid", "sft"]  # the stages `all` and `report` evaluate on the chat tasks
 # Every file that needs the network; the `download` target builds exactly these.
 DOWNLOADS = (SHARDS if config["data"]["source"] == "fineweb-edu" else []) \
     + ([str(EVAL_BUNDLE)] if config["core"]["bundle_url"] else []) + CHAT_EVAL_FILES

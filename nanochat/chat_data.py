@@ -1,0 +1,125 @@
+"""Conversations for midtraining and SFT: the offline mixture and the batch loader.
+
+Offline mixture (real data that installed packages ship, plus generated spelling tasks):
+  chatterbot    2,026 hand-written English dialogs (`chatterbot-corpus` package)
+  spelling      "Spell the word: ..." answered letter by letter (words of the offline corpus)
+  letter_count  "How many r are in ...?" answered with a python tool call and its output
+Spelling words exclude those of the SpellingBee evaluation, so the evaluation stays unseen.
+Every 20th conversation (after a fixed shuffle) is held out for validation.
+"""
+
+import importlib.util
+import random
+import re
+from pathlib import Path
+
+import numpy as np
+import torch
+import yaml
+
+from nanochat.tokenizer import Tokenizer
+
+
+def chatterbot_conversations() -> list[list[dict]]:
+    spec = importlib.util.find_spec("chatterbot_corpus")
+    if spec is None:
+        raise SystemExit("error: the offline chat mixture needs the `chatterbot-corpus` package")
+    conversations = []
+    for path in sorted(Path(spec.submodule_search_locations[0], "data", "english").glob("*.yml")):
+        for dialog in yaml.safe_load(path.read_text())["conversations"]:
+            turns = [str(t) for t in dialog][: len(dialog) // 2 * 2]  # end on the assistant's turn
+            conversations.append([{"role": "user" if i % 2 == 0 else "assistant", "content": t}
+                                  for i, t in enumerate(turns)])
+    return [c for c in conversations if c]
+
+
+def _training_words() -> list[str]:
+    from nanochat.dataset import offline_documents
+    from nanochat.tasks import load_task
+
+    held_out = {item["word"] for item in load_task("spellingbee", "offline")}
+    return sorted({w for doc in offline_documents() for w in re.findall(r"[a-z]{3,}", doc.lower())} - held_out)
+
+
+def spelling_conversations(n: int, seed: int = 7) -> list[list[dict]]:
+    words, rng = _training_words(), random.Random(seed)
+    conversations = []
+    for i in range(n):
+        word = rng.choice(words)
+        if i % 2 == 0:
+            conversations.append([{"role": "user", "content": f"Spell the word: {word}"},
+                                  {"role": "assistant", "content": f"{word}:{','.join(word)}"}])
+            continue
+        letter = rng.choice(word) if rng.random() < 0.8 else rng.choice("abcdefghijklmnopqrstuvwxyz")
+        count = word.count(letter)
+        conversations.append([
+            {"role": "user", "content": f"How many {letter} are in the word {word}?"},
+            {"role": "assistant", "content": [
+                {"type": "text", "text": f"Spelled out, {word} is {','.join(word)}. Let me count with Python."},
+                {"type": "python", "text": f"'{word}'.count('{letter}')"},
+                {"type": "python_output", "text": str(count)},
+                {"type": "text", "text": f"There are {count}"}]}])
+    return conversations
+
+
+def offline_mixture(spelling_examples: int, seed: int = 42) -> tuple[list, list, dict[str, int]]:
+    """(train, validation, rows per source) of the offline mixture."""
+    sources = {"chatterbot": chatterbot_conversations(), "spelling": spelling_conversations(spelling_examples)}
+    conversations = [c for rows in sources.values() for c in rows]
+    random.Random(seed).shuffle(conversations)
+    val = conversations[::20]
+    train = [c for i, c in enumerate(conversations) if i % 20]
+    return train, val, {name: len(rows) for name, rows in sources.items()}
+
+
+class ChatLoader:
+    """Micro-batches (inputs, targets) of rendered conversations, in a fixed order that is the same for any
+    number of processes: global micro-batch g of a step goes to rank g // accum.
+
+    pack=True (midtraining): conversations concatenated into one token stream cut into rows of T+1,
+    every token trained. pack=False (SFT): one conversation per row, padded, targets -1 wherever the
+    mask is 0 (and on padding). The state is the number of micro-batches this rank has taken.
+    """
+
+    def __init__(self, tokenizer: Tokenizer, conversations: list, B: int, T: int, rows_per_step: int, pack: bool,
+                 rank: int = 0, world_size: int = 1, state: int = 0):
+        K, rem = divmod(rows_per_step, B)
+        if rem or K % world_size:
+            raise ValueError(f"rows_per_step {rows_per_step} must be a multiple of B*world = {B}*{world_size}")
+        self.B, self.T, self.pack, self.rank = B, T, pack, rank
+        self.accum, self.K = K // world_size, K
+        rendered = [tokenizer.render_conversation(c, T + 1) for c in conversations]
+        self.rows = [(np.array(ids), np.array(mask)) for ids, mask in rendered]
+        self.stream = np.concatenate([ids for ids, _ in self.rows]) if pack else None
+        self.pad = tokenizer.special_id("<|assistant_end|>")
+        self.taken = state
+
+    def next_batch(self, device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
+        step, micro = divmod(self.taken, self.accum)
+        g = step * self.K + self.rank * self.accum + micro  # global micro-batch index
+        self.taken += 1
+        B, T = self.B, self.T
+        if self.pack:
+            idx = (g * B * T + np.arange(B * T + 1)) % len(self.stream)
+            tokens = torch.from_numpy(self.stream[idx].astype(np.int64))
+            x, y = tokens[:-1].view(B, T), tokens[1:].view(B, T)
+        else:
+            rows = [self.rows[(g * B + i) % len(self.rows)] for i in range(B)]
+            width = max(len(ids) for ids, _ in rows) - 1
+            x = torch.full((B, width), self.pad, dtype=torch.long)
+            y = torch.full((B, width), -1, dtype=torch.long)
+            for i, (ids, mask) in enumerate(rows):
+                n = len(ids) - 1
+                x[i, :n] = torch.from_numpy(ids[:-1])
+                y[i, :n] = torch.from_numpy(np.where(mask[1:] == 1, ids[1:], -1))
+        non_blocking = torch.device(device).type == "cuda"
+        return x.to(device, non_blocking=non_blocking), y.to(device, non_blocking=non_blocking)
+
+    def state_dict(self) -> int:
+        assert self.taken % self.accum == 0, "save the loader state between optimizer steps"
+        return self.taken
+
+    def epoch_steps(self) -> int:
+        """Optimizer steps for one pass over the data."""
+        rows = len(self.stream) // self.T if self.pack else len(self.rows)
+        return max(1, rows // (self.K * self.B))

@@ -1,0 +1,31 @@
+"""Midtraining: the base model continues on conversations packed into rows, every token trained, so it
+learns the chat format, the special tokens and the python tool before SFT.
+
+    python -m nanochat.mid_train --parent_dir=base_checkpoints/ --tokenizer=tok/tokenizer.json \
+        --out_dir=mid_checkpoints/ --ckpt_dir=mid_checkpoints/steps
+"""
+
+import dataclasses
+
+from nanochat import chat_train
+
+
+@dataclasses.dataclass
+class MidTrainSettings:
+    """Midtraining: the base model continued on packed conversations, every token trained."""
+    max_seq_len: int = 2048  # tokens per packed row
+    device_batch_size: int = 32  # rows per micro-batch on each device
+    rows_per_step: int = 256  # rows per optimizer step over all devices (256 x 2048 = 524,288 tokens)
+    num_iterations: int = -1  # optimizer steps (-1: one pass over the mixture)
+    init_lr_frac: float = 1.0  # learning rates as a fraction of base training's
+    warmdown_ratio: float = 0.2  # final fraction of steps over which the learning rate decays linearly to 0
+    grad_clip: float = 1.0  # clip the global gradient norm to this (0: no clipping)
+    spelling_examples: int = 2000  # generated spelling and letter-counting conversations in the mixture
+
+
+def main(argv: list[str] | None = None) -> None:
+    chat_train.main(MidTrainSettings, "mid", pack=True, doc=__doc__, argv=argv)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,50 @@
+# Chat stages: midtraining from the base model, SFT from the midtrained one. Step checkpoints go to
+# <stage>_checkpoints/steps/, not an output, so a failed or killed job resumes from them.
+
+
+rule mid_train:
+    input:
+        parent=rules.base_train.output.model,
+        tokenizer=rules.tok_train.output.tokenizer,
+    output:
+        model=str(MID_CKPT / "model.pt"),
+        meta=str(MID_CKPT / "meta.json"),
+        record=str(MID_CKPT / "mid_train.json"),
+    params:
+        settings=cli(config["mid_train"]),
+    threads: 16
+    retries: 3  # a time limit, preemption or crash resumes from the newest step checkpoint
+    log:
+        log_path("mid_train"),
+    benchmark:
+        benchmark_path("mid_train")
+    conda:
+        "../envs/train.yaml"
+    shell:
+        "python -m nanochat.launch nanochat.mid_train {params.settings} {RUNTIME_ARGS}"
+        " --parent_dir={BASE_CKPT} --tokenizer={input.tokenizer} --out_dir={MID_CKPT}"
+        " --ckpt_dir={MID_CKPT}/steps 2>> {log}"
+
+
+rule chat_sft:
+    input:
+        parent=rules.mid_train.output.model,
+        tokenizer=rules.tok_train.output.tokenizer,
+    output:
+        model=str(SFT_CKPT / "model.pt"),
+        meta=str(SFT_CKPT / "meta.json"),
+        record=str(SFT_CKPT / "sft_train.json"),
+    params:
+        settings=cli(config["chat_sft"]),
+    threads: 16
+    retries: 3
+    log:
+        log_path("chat_sft"),
+    benchmark:
+        benchmark_path("chat_sft")
+    conda:
+        "../envs/train.yaml"
+    shell:
+        "python -m nanochat.launch nanochat.chat_sft {params.settings} {RUNTIME_ARGS}"
+        " --parent_dir={MID_CKPT} --tokenizer={input.tokenizer} --out_dir={SFT_CKPT}"
+        " --ckpt_dir={SFT_CKPT}/steps 2>> {log}"
