@@ -23,7 +23,7 @@ class ChatSftSettings(MidTrainSettings):
 
 
 def main(argv: list[str] | None = None) -> None:
-    chat_train.main(ChatSftSettings, "sft", pack=False, doc=__doc__, argv=argv)
+    chat_train.train_on_conversations(ChatSftSettings, "sft", pack=False, doc=__doc__, argv=argv)
 
 
 if __name__ == "__main__":

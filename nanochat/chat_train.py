@@ -1,9 +1,9 @@
-"""Training of the chat stages (midtraining, SFT): what they share. Their settings and entry points are
-nanochat.mid_train and nanochat.chat_sft.
+"""Training of the chat stages (midtraining, SFT, RL): what they share. Their settings and entry points are
+nanochat.mid_train, nanochat.chat_sft and nanochat.chat_rl.
 
-The stage starts from its parent's final checkpoint (base for mid, mid for SFT), with the base stage's
-learning rates times `init_lr_frac`, trains on the conversation mixture (nanochat.chat_data) with the
-same loop, checkpoints and resume rules as base training, and writes its final checkpoint and record.
+A stage starts from its parent's final checkpoint (base for mid, mid for SFT, SFT for RL), with the base
+stage's learning rates times `init_lr_frac`, trains with the loop, checkpoints and resume rules of base
+training (nanochat.training), and writes its final checkpoint and a JSON record.
 """
 
 import argparse
@@ -13,6 +13,7 @@ import json
 import logging
 import time
 from pathlib import Path
+from typing import Any
 
 from nanochat import settings
 from nanochat.common import run_record, start_compute_stage, write_json_atomic
@@ -33,72 +34,112 @@ def run_hash(cfg, parent_dir: Path) -> str:
     return h.hexdigest()[:12]
 
 
-def main(settings_cls: type, stage: str, pack: bool, doc: str, argv: list[str] | None = None) -> None:
+@dataclasses.dataclass
+class ChatStage:
+    """A chat stage set up to train: model and optimizers restored from a step checkpoint if there is one."""
+    name: str
+    args: argparse.Namespace
+    cfg: Any
+    runtime: RuntimeSettings
+    compute: Any
+    tokenizer: Any
+    model: Any
+    optimizers: list
+    checkpoints: Any
+    history: list
+    loader_state: Any
+    meta: dict
+    stop: Any
+    started: float
+
+    def train(self, loader, steps: int, evaluate, metric: str, tokens_per_step: int, loss_fn=None) -> None:
+        from nanochat.training import train_loop
+
+        log.info("%s: %d steps on %d x %s", self.name, steps, self.compute.world_size, self.compute.device)
+        train_loop(self.model, self.optimizers, loader, steps=steps, warmdown_ratio=self.cfg.warmdown_ratio,
+                   grad_clip=self.cfg.grad_clip, compute=self.compute, runtime=self.runtime,
+                   checkpoints=self.checkpoints, history=self.history, meta=self.meta, evaluate=evaluate,
+                   metric=metric, tokens_per_step=tokens_per_step, stop=self.stop, loss_fn=loss_fn)
+
+    def finish(self, steps: int, metric: str, record: dict) -> None:
+        """Write the final checkpoint and the stage's record (rank 0), and leave the process group."""
+        from nanochat.checkpoint import save_final
+        from nanochat.compute import shutdown
+
+        last = self.history[-1]
+        log.info("%s done: %d steps, final loss %.4f, %s %.4f", self.name, steps, last["loss"], metric, last[metric])
+        if self.compute.is_master:
+            save_final(self.args.out_dir, self.model, {**self.meta, "step": steps})
+            write_json_atomic(self.args.out_dir / f"{self.name}_train.json", {
+                "settings": dataclasses.asdict(self.cfg), "num_steps": steps, "world_size": self.compute.world_size,
+                "device": str(self.compute.device), "final_loss": last["loss"], metric: last[metric],
+                f"initial_{metric}": next((h[metric] for h in self.history if metric in h), None),
+                "history": self.history, **record, **run_record(self.started)})
+        shutdown(self.compute)
+
+
+def setup(settings_cls: type, name: str, doc: str, argv: list[str] | None, **extra_paths: str) -> ChatStage:
+    """Parse the flags, check the inputs, load the parent model, build optimizers, resume if possible."""
     parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     settings.add_arguments(parser, settings_cls)
     settings.add_arguments(parser, RuntimeSettings)
     settings.add_path_arguments(
         parser, parent_dir="the parent stage's checkpoint folder (model.pt, meta.json)",
         tokenizer="tokenizer.json", out_dir="where the final model.pt/meta.json go",
-        ckpt_dir="where resumable step checkpoints go")
+        ckpt_dir="where resumable step checkpoints go", **extra_paths)
     args = parser.parse_args(argv)
     cfg = settings.from_args(settings_cls, args)
     rt: RuntimeSettings = settings.from_args(RuntimeSettings, args)
-    start_compute_stage([args.parent_dir / "model.pt", args.parent_dir / "meta.json", args.tokenizer])
+    start_compute_stage([args.parent_dir / "model.pt", args.parent_dir / "meta.json", args.tokenizer,
+                         *(getattr(args, p) for p in extra_paths)])
 
-    from nanochat.chat_data import ChatLoader, offline_mixture
-    from nanochat.checkpoint import StepCheckpoints, load_model, save_final
-    from nanochat.compute import init_compute, shutdown
-    from nanochat.loss_eval import evaluate_loss
+    from nanochat.checkpoint import StepCheckpoints, load_model
+    from nanochat.compute import init_compute
     from nanochat.tokenizer import Tokenizer
-    from nanochat.training import StopRequest, train_loop
+    from nanochat.training import StopRequest
 
     started = time.time()
     compute = init_compute(rt.device)
     if not compute.is_master:
         logging.getLogger().setLevel(logging.WARNING)
     stop = StopRequest()
-    tokenizer = Tokenizer.load(args.tokenizer)
     model, parent_meta = load_model(args.parent_dir, compute.device)
     model.train()
     lrs = base_lrs(parent_meta)
     optimizers = model.setup_optimizers(*(lrs[k] * cfg.init_lr_frac for k in LR_KEYS[:3]), lrs["weight_decay"])
-    train, val, composition = offline_mixture(cfg.spelling_examples)
-    log.info("%s mixture: %s; %d train / %d validation conversations", stage, composition, len(train), len(val))
-
     checkpoints = StepCheckpoints(args.ckpt_dir / run_hash(cfg, args.parent_dir), compute)
     resumed = checkpoints.load_latest(model, optimizers)
-    meta, loader_state = resumed if resumed else ({"history": []}, 0)
+    state, loader_state = resumed if resumed else ({"history": []}, None)
+    meta = {"settings": dataclasses.asdict(cfg), "model_config": model.export_config(), "stage": name,
+            "tokenizer": str(args.tokenizer), "base_lrs": lrs, "parent": str(args.parent_dir)}
+    return ChatStage(name, args, cfg, rt, compute, Tokenizer.load(args.tokenizer), model, optimizers, checkpoints,
+                     state["history"], loader_state, meta, stop, started)
+
+
+def train_on_conversations(settings_cls: type, name: str, pack: bool, doc: str, argv: list[str] | None) -> None:
+    """Midtraining (pack=True) and SFT (pack=False) on the conversation mixture, validated by loss."""
+    from nanochat.chat_data import ChatLoader, offline_mixture
+    from nanochat.loss_eval import evaluate_loss
+
+    stage = setup(settings_cls, name, doc, argv)
+    cfg, compute = stage.cfg, stage.compute
+    train, val, composition = offline_mixture(cfg.spelling_examples)
+    log.info("%s mixture: %s; %d train / %d validation conversations", name, composition, len(train), len(val))
     B, T = cfg.device_batch_size, cfg.max_seq_len
-    loader = ChatLoader(tokenizer, train, B, T, cfg.rows_per_step, pack, compute.rank, compute.world_size,
-                        loader_state)
+    loader = ChatLoader(stage.tokenizer, train, B, T, cfg.rows_per_step, pack, compute.rank, compute.world_size,
+                        stage.loader_state or 0)
     steps = cfg.num_iterations if cfg.num_iterations > 0 else loader.epoch_steps()
-    val_loader = ChatLoader(tokenizer, val, B, T, B * compute.world_size, pack, compute.rank, compute.world_size)
-    val_batches = [val_loader.next_batch() for _ in range(min(val_loader.epoch_steps(),
-                                                              max(1, rt.eval_tokens // (B * T * compute.world_size))))]
+    val_loader = ChatLoader(stage.tokenizer, val, B, T, B * compute.world_size, pack, compute.rank,
+                            compute.world_size)
+    eval_steps = min(val_loader.epoch_steps(), max(1, stage.runtime.eval_tokens // (B * T * compute.world_size)))
+    val_batches = [val_loader.next_batch() for _ in range(eval_steps)]
 
     def validation_loss() -> float:
-        model.eval()
-        loss = evaluate_loss(model, val_batches, compute)
-        model.train()
+        stage.model.eval()
+        loss = evaluate_loss(stage.model, val_batches, compute)
+        stage.model.train()
         return loss
 
-    model_meta = {"settings": dataclasses.asdict(cfg), "model_config": model.export_config(), "stage": stage,
-                  "tokenizer": str(args.tokenizer), "base_lrs": lrs, "parent": str(args.parent_dir)}
-    log.info("%d steps of %d rows x %d tokens on %d x %s", steps, cfg.rows_per_step, T, compute.world_size,
-             compute.device)
-    train_loop(model, optimizers, loader, steps=steps, warmdown_ratio=cfg.warmdown_ratio, grad_clip=cfg.grad_clip,
-               compute=compute, runtime=rt, checkpoints=checkpoints, history=meta["history"], meta=model_meta,
-               evaluate=validation_loss, metric="val_loss", tokens_per_step=cfg.rows_per_step * T, stop=stop)
-    history = meta["history"]
-    log.info("done: %d steps, final loss %.4f, validation loss %.4f", steps, history[-1]["loss"],
-             history[-1]["val_loss"])
-    if compute.is_master:
-        save_final(args.out_dir, model, {**model_meta, "step": steps})
-        write_json_atomic(args.out_dir / f"{stage}_train.json", {
-            "settings": dataclasses.asdict(cfg), "mixture": composition, "train_conversations": len(train),
-            "val_conversations": len(val), "num_steps": steps, "world_size": compute.world_size,
-            "device": str(compute.device), "final_loss": history[-1]["loss"], "val_loss": history[-1]["val_loss"],
-            "initial_val_loss": next((h["val_loss"] for h in history if "val_loss" in h), None),
-            "history": history, **run_record(started)})
-    shutdown(compute)
+    stage.train(loader, steps, validation_loss, "val_loss", cfg.rows_per_step * T)
+    stage.finish(steps, "val_loss", {"mixture": composition, "train_conversations": len(train),
+                                     "val_conversations": len(val)})

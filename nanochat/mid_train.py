@@ -24,7 +24,7 @@ class MidTrainSettings:
 
 
 def main(argv: list[str] | None = None) -> None:
-    chat_train.main(MidTrainSettings, "mid", pack=True, doc=__doc__, argv=argv)
+    chat_train.train_on_conversations(MidTrainSettings, "mid", pack=True, doc=__doc__, argv=argv)
 
 
 if __name__ == "__main__":

@@ -104,7 +104,8 @@ def _hub_rows(path: Path) -> list[dict]:
     return pq.read_table(path).to_pylist()
 
 
-def _from_hub(task: str, path: Path) -> list[dict]:
+def read_hub_file(task: str, path: Path) -> list[dict]:
+    """Items of `task` from its hub parquet file (any split of it)."""
     rows = _hub_rows(path)
     if task in ("arc_easy", "arc_challenge"):
         return [{"question": r["question"], "choices": r["choices"]["text"],
@@ -125,6 +126,6 @@ def load_task(task: str, source: str, hub_dir: Path | None = None) -> list[dict]
         path = hub_path(hub_dir, task)
         if not path.is_file():
             raise SystemExit(f"error: missing input file: {path} (run the `download` target where there is internet)")
-        return _from_hub(task, path)
+        return read_hub_file(task, path)
     offline = {"mmlu": _offline_mmlu, "quartz": _offline_quartz, "humaneval": _offline_humaneval}
     return offline[task]() if task in offline else NOT_OFFLINE[task]

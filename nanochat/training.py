@@ -98,13 +98,15 @@ def init_wandb(runtime: RuntimeSettings, config: dict, is_master: bool):
 
 def train_loop(model, optimizers: list, loader, *, steps: int, warmdown_ratio: float, grad_clip: float, compute,
                runtime: RuntimeSettings, checkpoints, history: list[dict], meta: dict,
-               evaluate: Callable[[], float], metric: str, tokens_per_step: int, stop: StopRequest) -> None:
+               evaluate: Callable[[], float], metric: str, tokens_per_step: int, stop: StopRequest,
+               loss_fn: Callable | None = None) -> None:
     """Optimizer steps from len(history) to `steps`, shared by every training stage.
 
     Each step: gradient accumulation over the loader's micro-batches (DDP all-reduces on the last
     only), clipping, the LR multiplier and Muon momentum for this step, the optimizer steps. Appends a
     history entry per step (with `metric` from `evaluate` every eval_every steps), writes step
     checkpoints every checkpoint_every steps, and on a stop request checkpoints and exits 75.
+    The loss of a micro-batch is `loss_fn(model, batch)`, by default the model's own mean loss.
     """
     import torch
     from torch.nn.parallel import DistributedDataParallel as DDP
@@ -118,17 +120,18 @@ def train_loop(model, optimizers: list, loader, *, steps: int, warmdown_ratio: f
     progress = Progress(steps, tokens_per_step, model.flops_per_token(), peak and peak * compute.world_size,
                         runtime.log_every)
     wandb_run = init_wandb(runtime, meta["settings"], compute.is_master)
+    loss_fn = loss_fn or (lambda m, batch: m(*batch))
     step, accum = len(history), loader.accum
     while step < steps:
         t0 = time.time()
         lr_mult = lr_multiplier(step, steps, warmdown_ratio)
         loss_sum = torch.zeros((), device=compute.device)
         for micro in range(accum):
-            x, y = loader.next_batch(compute.device)
+            batch = loader.next_batch(compute.device)
             # DDP averages gradients across ranks only on the last micro-step.
             last = micro == accum - 1 or not compute.distributed
             with contextlib.nullcontext() if last else train_model.no_sync(), compute.autocast():
-                loss = train_model(x, y)
+                loss = loss_fn(train_model, batch)
                 (loss / accum).backward()
             loss_sum += loss.detach()
         if grad_clip > 0:

@@ -1,14 +1,23 @@
 """Midtraining and SFT through real Snakemake targets: learning, stale-only reruns, resume after SIGKILL."""
 
+import json
 import os
 import signal
 import time
 from pathlib import Path
 
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
+import torch
 
-from conftest import CONFIG, jobs_run, record, snakemake
+from conftest import CONFIG, REPO, jobs_run, record, snakemake
+from hub_server import HubServer
+from nanochat.chat_rl import policy_gradient_loss
+from nanochat.gpt import GPT, GPTConfig
 from test_base_train import training_pid
+
+GSM8K_TRAIN = REPO.parent / "shared" / "data" / "gsm8k" / "train.jsonl"
 
 CHAT = CONFIG + ["mid_train={num_iterations: 20}", "chat_sft={num_iterations: 20}",
                  "runtime={checkpoint_every: 5, eval_every: 5, log_every: 5, eval_tokens: 8192}",
@@ -53,3 +62,39 @@ def test_sigkilled_sft_resumes_instead_of_restarting(chat_run):
     assert "resuming from" in log
     history = record(chat_run, "sft_train.json")["history"]
     assert [h["step"] for h in history] == list(range(1, 21))
+
+
+def test_policy_gradient_raises_the_probability_of_rewarded_samples():
+    torch.manual_seed(0)
+    model = GPT(GPTConfig.from_depth(1, vocab_size=32, sequence_len=8))
+    model.init_weights()
+    x = torch.tensor([[1, 2, 3], [1, 2, 3]])
+    y = torch.tensor([[-1, 5, 6], [-1, 7, 8]])  # the prompt's target is not trained
+    advantages = torch.tensor([0.5, -0.5])  # the first sample was rewarded, the second not
+
+    def logprob(row):
+        logits = model(x[row:row + 1])
+        return sum(torch.log_softmax(logits[0, t], -1)[y[row, t]] for t in (1, 2)).item()
+
+    before = [logprob(0), logprob(1)]
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.5)
+    policy_gradient_loss(model, (x, y, advantages)).backward()
+    optimizer.step()
+    assert logprob(0) > before[0] and logprob(1) < before[1]
+
+
+@pytest.mark.skipif(not GSM8K_TRAIN.is_file(), reason="needs ../shared/data/gsm8k (real GSM8K train set)")
+def test_rl_runs_on_gsm8k_from_the_hub_when_enabled(chat_run, tmp_path):
+    rows = [json.loads(line) for line in GSM8K_TRAIN.read_text().splitlines()[:20]]
+    served = tmp_path / "served" / "openai" / "gsm8k" / "main"
+    served.mkdir(parents=True)
+    pq.write_table(pa.Table.from_pylist(rows), served / "train-00000-of-00001.parquet")
+    rl = ["chat_rl={enabled: true, num_iterations: 3, questions_per_step: 2, samples_per_question: 4, "
+          "max_new_tokens: 12}"]
+    with HubServer(tmp_path / "served") as hub:
+        env = {"HF_ENDPOINT": hub.endpoint, "HF_HOME": str(tmp_path / "hf-home")}
+        snakemake(chat_run, ".nanochat/rl_checkpoints/model.pt", *CHAT, *rl, env=env)
+    result = record(chat_run, "rl_train.json")
+    assert result["num_steps"] == 3 and result["questions"] == 20
+    assert all(0.0 <= h.get("mean_reward", 0.0) <= 1.0 for h in result["history"])
+    assert result["settings"]["samples_per_question"] == 4

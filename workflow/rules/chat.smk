@@ -1,4 +1,5 @@
-# Chat stages: midtraining from the base model, SFT from the midtrained one. Step checkpoints go to
+# Chat stages: midtraining from the base model, SFT from the midtrained one, optional RL from the SFT
+# one (`chat_rl.enabled`; `all` and `report` include it only then). Step checkpoints go to
 # <stage>_checkpoints/steps/, not an output, so a failed or killed job resumes from them.
 
 
@@ -48,3 +49,28 @@ rule chat_sft:
         "python -m nanochat.launch nanochat.chat_sft {params.settings} {RUNTIME_ARGS}"
         " --parent_dir={MID_CKPT} --tokenizer={input.tokenizer} --out_dir={SFT_CKPT}"
         " --ckpt_dir={SFT_CKPT}/steps 2>> {log}"
+
+
+rule chat_rl:
+    input:
+        parent=rules.chat_sft.output.model,
+        tokenizer=rules.tok_train.output.tokenizer,
+        gsm8k=GSM8K_TRAIN,
+    output:
+        model=str(RL_CKPT / "model.pt"),
+        meta=str(RL_CKPT / "meta.json"),
+        record=str(RL_CKPT / "rl_train.json"),
+    params:
+        settings=cli(config["chat_rl"]),
+    threads: 16
+    retries: 3
+    log:
+        log_path("chat_rl"),
+    benchmark:
+        benchmark_path("chat_rl")
+    conda:
+        "../envs/train.yaml"
+    shell:
+        "python -m nanochat.launch nanochat.chat_rl {params.settings} {RUNTIME_ARGS}"
+        " --parent_dir={SFT_CKPT} --tokenizer={input.tokenizer} --gsm8k={input.gsm8k} --out_dir={RL_CKPT}"
+        " --ckpt_dir={RL_CKPT}/steps 2>> {log}"

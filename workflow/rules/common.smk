@@ -17,17 +17,21 @@ TOKENIZER_DIR = BASE / "tokenizer"
 BASE_CKPT = BASE / "base_checkpoints"
 MID_CKPT = BASE / "mid_checkpoints"
 SFT_CKPT = BASE / "sft_checkpoints"
+RL_CKPT = BASE / "rl_checkpoints"
+RL_ENABLED = config["chat_rl"]["enabled"]
 EVAL_DIR = BASE / "eval"
 EVAL_BUNDLE = BASE / "eval_bundle"
 HUB_DIR = BASE / "hub"  # hub datasets as <owner>/<name>/<file>
 CHAT_EVAL_FILES = [str(hub_path(HUB_DIR, t)) for t in HUB_TASKS if TASKS[t][3]] \
     if config["chat_eval"]["source"] == "hub" else []
+GSM8K_TRAIN = str(HUB_DIR / "openai" / "gsm8k" / "main" / "train-00000-of-00001.parquet")  # RL's questions
 # Checkpoint folder of each stage a chat evaluation can run on.
-STAGE_CKPT = {"base": BASE_CKPT, "mid": MID_CKPT, "sft": SFT_CKPT}
-CHAT_STAGES = ["mid", "sft"]  # the stages `all` and `report` evaluate on the chat tasks
+STAGE_CKPT = {"base": BASE_CKPT, "mid": MID_CKPT, "sft": SFT_CKPT, "rl": RL_CKPT}
+CHAT_STAGES = ["mid", "sft"] + ["rl"] * RL_ENABLED  # the stages `all` and `report` evaluate on the chat tasks
 # Every file that needs the network; the `download` target builds exactly these.
 DOWNLOADS = (SHARDS if config["data"]["source"] == "fineweb-edu" else []) \
-    + ([str(EVAL_BUNDLE)] if config["core"]["bundle_url"] else []) + CHAT_EVAL_FILES
+    + ([str(EVAL_BUNDLE)] if config["core"]["bundle_url"] else []) + CHAT_EVAL_FILES \
+    + [GSM8K_TRAIN] * RL_ENABLED
 
 
 def log_path(rule: str, name: str = "") -> str:

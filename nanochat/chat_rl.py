@@ -1,0 +1,106 @@
+"""Reinforcement learning on GSM8K's training questions, "GRPO-lite" as upstream: for each question sample
+several answers, reward 1 for the right final number ('#### N'), advantage = reward - mean reward of the
+question's samples, and raise the log-probability of the sampled tokens in proportion (no KL, no clipping).
+
+    python -m nanochat.chat_rl --parent_dir=sft_checkpoints/ --tokenizer=tok/tokenizer.json \
+        --gsm8k=hub/openai/gsm8k/main/train-00000-of-00001.parquet --out_dir=rl_checkpoints/ \
+        --ckpt_dir=rl_checkpoints/steps
+
+Sampling is seeded by (question, sample), so a resumed run draws exactly the samples it would have.
+"""
+
+import dataclasses
+
+import torch
+
+from nanochat import chat_train
+
+
+@dataclasses.dataclass
+class ChatRlSettings:
+    """RL on GSM8K after SFT (needs GSM8K's training set from the hub; off in the local presets)."""
+    enabled: bool = False  # run RL at all; when false the report says "RL: disabled in config"
+    num_iterations: int = -1  # optimizer steps (-1: one pass over the questions)
+    questions_per_step: int = 16  # questions per optimizer step over all devices
+    samples_per_question: int = 16  # sampled answers per question (one micro-batch)
+    max_new_tokens: int = 256  # longest sampled answer in tokens
+    temperature: float = 1.0  # sampling temperature
+    top_k: int = 50  # sample among the k most likely tokens
+    init_lr_frac: float = 0.05  # learning rates as a fraction of base training's
+    warmdown_ratio: float = 1.0  # fraction of steps over which the learning rate decays to 0 (1: from the start)
+    grad_clip: float = 1.0  # clip the global gradient norm to this (0: no clipping)
+
+
+class RolloutLoader:
+    """One micro-batch per question: its samples as rows (prompt + answer), targets only on the answer,
+    and each row's advantage. Question g of the run goes to rank (g % questions_per_step) // accum."""
+
+    def __init__(self, model, tokenizer, questions: list[dict], cfg: ChatRlSettings, rank: int, world_size: int,
+                 state: int = 0):
+        if cfg.questions_per_step % world_size:
+            raise ValueError(f"questions_per_step {cfg.questions_per_step} must be a multiple of {world_size}")
+        self.model, self.tokenizer, self.questions, self.cfg = model, tokenizer, questions, cfg
+        self.accum, self.rank, self.taken = cfg.questions_per_step // world_size, rank, state
+        self.stop = frozenset({tokenizer.special_id("<|assistant_end|>"), tokenizer.bos_id})
+        self.rewards: list[float] = []  # since the last `mean_reward()`
+
+    def next_batch(self, device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        from nanochat.chat_eval import check_answer
+
+        step, micro = divmod(self.taken, self.accum)
+        g = step * self.cfg.questions_per_step + self.rank * self.accum + micro
+        self.taken += 1
+        item = self.questions[g % len(self.questions)]
+        prompt = self.tokenizer.render_for_completion([{"role": "user", "content": item["question"]}])
+        end = self.tokenizer.special_id("<|assistant_end|>")
+        self.model.eval()
+        rows, rewards = [], []
+        for s in range(self.cfg.samples_per_question):
+            answer = list(self.model.generate(prompt, self.cfg.max_new_tokens, self.cfg.temperature,
+                                              seed=g * 1000 + s, stop=self.stop, top_k=self.cfg.top_k))
+            rewards.append(float(check_answer("gsm8k", item, self.tokenizer.decode(answer))))
+            rows.append(answer + [end] if len(answer) < self.cfg.max_new_tokens else answer)
+        self.model.train()
+        self.rewards += rewards
+        width = len(prompt) + max(map(len, rows)) - 1
+        x = torch.full((len(rows), width), end, dtype=torch.long)
+        y = torch.full((len(rows), width), -1, dtype=torch.long)
+        for i, answer in enumerate(rows):
+            ids = torch.tensor(prompt + answer)
+            x[i, :len(ids) - 1] = ids[:-1]
+            y[i, len(prompt) - 1:len(ids) - 1] = ids[len(prompt):]
+        mean = sum(rewards) / len(rewards)
+        advantages = torch.tensor([r - mean for r in rewards])
+        return x.to(device), y.to(device), advantages.to(device)
+
+    def mean_reward(self) -> float:
+        rewards, self.rewards = self.rewards, []
+        return sum(rewards) / max(len(rewards), 1)
+
+    def state_dict(self) -> int:
+        return self.taken
+
+
+def policy_gradient_loss(model, batch) -> torch.Tensor:
+    """-(advantage x log-probability of each sampled token), averaged over the sampled tokens."""
+    x, y, advantages = batch
+    nll = model(x, y, loss_reduction="none").view(y.shape)  # 0 where the target is -1
+    return (nll * advantages[:, None]).sum() / (y != -1).sum().clamp(min=1)
+
+
+def main(argv: list[str] | None = None) -> None:
+    from nanochat.tasks import read_hub_file
+
+    stage = chat_train.setup(ChatRlSettings, "rl", __doc__, argv, gsm8k="GSM8K training set (parquet)")
+    cfg = stage.cfg
+    questions = read_hub_file("gsm8k", stage.args.gsm8k)
+    loader = RolloutLoader(stage.model, stage.tokenizer, questions, cfg, stage.compute.rank,
+                           stage.compute.world_size, stage.loader_state or 0)
+    steps = cfg.num_iterations if cfg.num_iterations > 0 else max(1, len(questions) // cfg.questions_per_step)
+    tokens = cfg.questions_per_step * cfg.samples_per_question * cfg.max_new_tokens
+    stage.train(loader, steps, loader.mean_reward, "mean_reward", tokens, loss_fn=policy_gradient_loss)
+    stage.finish(steps, "mean_reward", {"questions": len(questions)})
+
+
+if __name__ == "__main__":
+    main()
