@@ -1,9 +1,13 @@
-"""Conversations for midtraining and SFT: the offline mixture and the batch loader.
+"""Conversations for midtraining and SFT: the mixtures and the batch loader.
 
 Offline mixture (real data that installed packages ship, plus generated spelling tasks):
   chatterbot    2,026 hand-written English dialogs (`chatterbot-corpus` package)
-  spelling      "Spell the word: ..." answered letter by letter (words of the offline corpus)
-  letter_count  "How many r are in ...?" answered with a python tool call and its output
+  spelling      "Spell the word: ..." answered letter by letter, and "How many r are in ...?" answered
+                with a python tool call and its output (words of the offline corpus)
+Hub mixtures (upstream's, on the cluster), from folders the `download` target fills:
+  mid  SmolTalk + MMLU auxiliary_train + GSM8K train + spelling
+  sft  ARC-Easy and ARC-Challenge train + GSM8K train + SmolTalk (smoltalk_rows of it) + spelling
+GSM8K's calculator annotations <<expr=value>> become python tool calls and their output.
 Spelling words exclude those of the SpellingBee evaluation, so the evaluation stays unseen.
 Every 20th conversation (after a fixed shuffle) is held out for validation.
 """
@@ -14,6 +18,7 @@ import re
 from pathlib import Path
 
 import numpy as np
+import pyarrow.parquet as pq
 import torch
 import yaml
 
@@ -62,9 +67,64 @@ def spelling_conversations(n: int, seed: int = 7) -> list[list[dict]]:
     return conversations
 
 
-def offline_mixture(spelling_examples: int, seed: int = 42) -> tuple[list, list, dict[str, int]]:
-    """(train, validation, rows per source) of the offline mixture."""
-    sources = {"chatterbot": chatterbot_conversations(), "spelling": spelling_conversations(spelling_examples)}
+# name -> (hub dataset, file patterns): each downloaded into HUB_DIR/snapshots/<name>/ by the workflow.
+HUB_CHAT_DATA = {
+    "smoltalk": ("HuggingFaceTB/smol-smoltalk", ["*train-*.parquet"]),
+    "mmlu_aux": ("cais/mmlu", ["auxiliary_train/*.parquet"]),
+    "gsm8k_train": ("openai/gsm8k", ["main/train-*.parquet"]),
+    "arc_easy_train": ("allenai/ai2_arc", ["ARC-Easy/train-*.parquet"]),
+    "arc_challenge_train": ("allenai/ai2_arc", ["ARC-Challenge/train-*.parquet"]),
+}
+HUB_MIXTURES = {"mid": ["smoltalk", "mmlu_aux", "gsm8k_train"],
+                "sft": ["arc_easy_train", "arc_challenge_train", "gsm8k_train", "smoltalk"]}
+
+
+def _multiple_choice(question: str, choices: list[str], answer: int) -> list[dict]:
+    from nanochat.tasks import LETTERS, multiple_choice_prompt
+
+    return [{"role": "user", "content": multiple_choice_prompt({"question": question, "choices": choices})},
+            {"role": "assistant", "content": LETTERS[answer]}]
+
+
+def gsm8k_conversation(question: str, answer: str) -> list[dict]:
+    """The worked answer, with each calculator annotation <<expr=value>> as a python call and its output."""
+    parts = []
+    for i, piece in enumerate(re.split(r"<<([^>]*)>>", answer)):
+        if i % 2 == 0:
+            parts.append({"type": "text", "text": piece})
+        else:
+            expr, _, value = piece.rpartition("=")
+            parts += [{"type": "python", "text": expr}, {"type": "python_output", "text": value}]
+    return [{"role": "user", "content": question}, {"role": "assistant", "content": parts}]
+
+
+def hub_conversations(name: str, folder: Path) -> list[list[dict]]:
+    files = sorted(Path(folder).rglob("*.parquet"))
+    if not files:
+        raise SystemExit(f"error: missing input: no parquet files in {folder} (run the `download` target)")
+    rows = [row for path in files for row in pq.read_table(path).to_pylist()]
+    if name == "smoltalk":
+        return [row["messages"] for row in rows]
+    if name == "mmlu_aux":
+        rows = [row.get("train", row) for row in rows]  # auxiliary_train nests each row under "train"
+        return [_multiple_choice(r["question"], r["choices"], r["answer"]) for r in rows]
+    if name == "gsm8k_train":
+        return [gsm8k_conversation(row["question"], row["answer"]) for row in rows]
+    return [_multiple_choice(row["question"], row["choices"]["text"], row["choices"]["label"].index(row["answerKey"]))
+            for row in rows]
+
+
+def mixture(stage: str, source: str, spelling_examples: int, smoltalk_rows: int, hub_dir: Path | None,
+            seed: int = 42) -> tuple[list, list, dict[str, int]]:
+    """(train, validation, rows per source) of the stage's mixture from `source` (offline or hub)."""
+    if source == "offline":
+        sources = {"chatterbot": chatterbot_conversations()}
+    else:
+        sources = {name: hub_conversations(name, Path(hub_dir) / "snapshots" / name) for name in HUB_MIXTURES[stage]}
+        if smoltalk_rows > 0:
+            sources["smoltalk"] = random.Random(seed).sample(sources["smoltalk"],
+                                                             min(smoltalk_rows, len(sources["smoltalk"])))
+    sources["spelling"] = spelling_conversations(spelling_examples)
     conversations = [c for rows in sources.values() for c in rows]
     random.Random(seed).shuffle(conversations)
     val = conversations[::20]

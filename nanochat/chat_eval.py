@@ -33,12 +33,6 @@ class ChatEvalSettings:
     max_new_tokens: int = 512  # tokens generated per generative problem
 
 
-def multiple_choice_prompt(item: dict) -> str:
-    lines = [f"Multiple Choice question: {item['question']}"]
-    lines += [f"- {choice}={letter}" for letter, choice in zip("ABCDEFGHIJ", item["choices"])]
-    return "\n".join(lines + ["\nRespond only with the letter of the correct answer."])
-
-
 def generative_prompt(task: str, item: dict) -> str:
     if task == "gsm8k":
         return item["question"]
@@ -73,7 +67,7 @@ def main(argv: list[str] | None = None) -> None:
                                 hub_dir="folder of downloaded hub datasets (source=hub)", out="JSON record to write")
     args = parser.parse_args(argv)
     cfg: ChatEvalSettings = settings.from_args(ChatEvalSettings, args)
-    from nanochat.tasks import HUB_TASKS, NOT_OFFLINE, OFFLINE_TASKS, TASKS, hub_path, load_task
+    from nanochat.tasks import HUB_TASKS, NOT_OFFLINE, OFFLINE_TASKS, TASKS, hub_path, load_task, multiple_choice_prompt
 
     names = HUB_TASKS if cfg.source == "hub" else [*OFFLINE_TASKS, *NOT_OFFLINE]
     datasets = [hub_path(args.hub_dir, t) for t in names if TASKS[t][3]] if cfg.source == "hub" else []

@@ -19,6 +19,7 @@ class ChatSftSettings(MidTrainSettings):
     rows_per_step: int = 32  # conversations per optimizer step over all devices
     init_lr_frac: float = 0.02  # learning rates as a fraction of base training's
     warmdown_ratio: float = 1.0  # fraction of steps over which the learning rate decays to 0 (1: from the start)
+    smoltalk_rows: int = 10_000  # SmolTalk conversations in the hub mixture (-1: all)
     spelling_examples: int = 300  # generated spelling and letter-counting conversations in the mixture
 
 

@@ -87,6 +87,7 @@ def setup(settings_cls: type, name: str, doc: str, argv: list[str] | None, **ext
         parser, parent_dir="the parent stage's checkpoint folder (model.pt, meta.json)",
         tokenizer="tokenizer.json", out_dir="where the final model.pt/meta.json go",
         ckpt_dir="where resumable step checkpoints go", **extra_paths)
+    parser.add_argument("--hub_dir", type=Path, help="downloaded hub datasets (for the hub mixture)")
     args = parser.parse_args(argv)
     cfg = settings.from_args(settings_cls, args)
     rt: RuntimeSettings = settings.from_args(RuntimeSettings, args)
@@ -118,12 +119,12 @@ def setup(settings_cls: type, name: str, doc: str, argv: list[str] | None, **ext
 
 def train_on_conversations(settings_cls: type, name: str, pack: bool, doc: str, argv: list[str] | None) -> None:
     """Midtraining (pack=True) and SFT (pack=False) on the conversation mixture, validated by loss."""
-    from nanochat.chat_data import ChatLoader, offline_mixture
+    from nanochat.chat_data import ChatLoader, mixture
     from nanochat.loss_eval import evaluate_loss
 
     stage = setup(settings_cls, name, doc, argv)
     cfg, compute = stage.cfg, stage.compute
-    train, val, composition = offline_mixture(cfg.spelling_examples)
+    train, val, composition = mixture(name, cfg.mixture, cfg.spelling_examples, cfg.smoltalk_rows, stage.args.hub_dir)
     log.info("%s mixture: %s; %d train / %d validation conversations", name, composition, len(train), len(val))
     B, T = cfg.device_batch_size, cfg.max_seq_len
     loader = ChatLoader(stage.tokenizer, train, B, T, cfg.rows_per_step, pack, compute.rank, compute.world_size,

@@ -16,6 +16,8 @@ def setup_logging() -> None:
     """One readable line per event, to stderr (Snakemake redirects it into the rule's log file)."""
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    for chatty in ("httpx", "httpx2", "urllib3", "filelock"):  # one line per HTTP request otherwise
+        logging.getLogger(chatty).setLevel(logging.WARNING)
 
 
 def go_offline() -> None:

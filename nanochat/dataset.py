@@ -17,6 +17,7 @@ import json
 import logging
 import os
 import random
+import shutil
 import time
 import importlib.util
 from pathlib import Path
@@ -114,6 +115,26 @@ def download_verified(repo_id: str, name: str, out: Path, column: str | None = "
     raise SystemExit(f"error: {repo_id}/{name} failed verification {DOWNLOAD_ATTEMPTS} times: {problem}")
 
 
+def download_snapshot(repo_id: str, patterns: list[str], out: Path) -> None:
+    """The files of a hub dataset matching `patterns` (parquet), each verified, into folder `out` at once."""
+    from huggingface_hub import snapshot_download
+
+    staging = out.with_name(out.name + ".download")
+    shutil.rmtree(staging, ignore_errors=True)
+    snapshot_download(repo_id, repo_type="dataset", allow_patterns=patterns, local_dir=staging)
+    files = sorted(staging.rglob("*.parquet"))
+    if not files:
+        raise SystemExit(f"error: {repo_id} has no files matching {patterns}")
+    for path in files:  # sizes were checked by the hub client against the hub's listing
+        problem = verify_shard(path, column=None)
+        if problem:
+            raise SystemExit(f"error: {repo_id}/{path.relative_to(staging)}: {problem}")
+    shutil.rmtree(staging / ".cache", ignore_errors=True)
+    shutil.rmtree(out, ignore_errors=True)
+    os.replace(staging, out)
+    log.info("%s: %d file(s) verified into %s", repo_id, len(files), out)
+
+
 def iter_texts(paths: list[str | Path], max_chars: int | None = None, doc_cap: int | None = None) -> Iterator[str]:
     """Documents from the shards in order, each cut to `doc_cap` characters, `max_chars` in all."""
     total = 0
@@ -136,6 +157,8 @@ def main(argv: list[str] | None = None) -> None:
     settings.add_arguments(parser, DataSettings)
     parser.add_argument("--index", type=int, help="which shard to produce (0-based)")
     parser.add_argument("--hub_file", help="instead of a shard: download this parquet file of --hf_repo")
+    parser.add_argument("--hub_pattern", action="append", help="instead of a shard: download the files of --hf_repo "
+                        "matching these patterns into the folder --out (repeatable)")
     parser.add_argument("--out", type=Path, required=True, help="path of the file to write")
     args = parser.parse_args(argv)
     cfg: DataSettings = settings.from_args(DataSettings, args)
@@ -143,6 +166,9 @@ def main(argv: list[str] | None = None) -> None:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     if args.hub_file:
         download_verified(cfg.hf_repo, args.hub_file, args.out, column=None)
+        return
+    if args.hub_pattern:
+        download_snapshot(cfg.hf_repo, args.hub_pattern, args.out)
         return
     if args.index is None or not 0 <= args.index < cfg.num_shards:
         parser.error(f"--index must be within 0..{cfg.num_shards - 1}")

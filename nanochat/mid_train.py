@@ -6,6 +6,7 @@ learns the chat format, the special tokens and the python tool before SFT.
 """
 
 import dataclasses
+from typing import Literal
 
 from nanochat import chat_train
 
@@ -20,6 +21,8 @@ class MidTrainSettings:
     init_lr_frac: float = 1.0  # learning rates as a fraction of base training's
     warmdown_ratio: float = 0.2  # final fraction of steps over which the learning rate decays linearly to 0
     grad_clip: float = 1.0  # clip the global gradient norm to this (0: no clipping)
+    mixture: Literal["hub", "offline"] = "hub"  # hub: SmolTalk, MMLU auxiliary_train, GSM8K (downloaded); offline: installed packages
+    smoltalk_rows: int = -1  # SmolTalk conversations in the hub mixture (-1: all)
     spelling_examples: int = 2000  # generated spelling and letter-counting conversations in the mixture
 
 

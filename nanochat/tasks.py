@@ -45,6 +45,13 @@ NOT_OFFLINE = {"arc_easy": "not available offline: no package ships AI2 ARC (Qua
                "gsm8k": "not available offline: no package ships GSM8K"}
 
 
+def multiple_choice_prompt(item: dict) -> str:
+    """The user turn of a multiple-choice question (evaluation and training render it alike)."""
+    lines = [f"Multiple Choice question: {item['question']}"]
+    lines += [f"- {choice}={letter}" for letter, choice in zip(LETTERS, item["choices"])]
+    return "\n".join(lines + ["\nRespond only with the letter of the correct answer."])
+
+
 def package_file(package: str, *parts: str) -> Path:
     spec = importlib.util.find_spec(package)
     if spec is None or not spec.submodule_search_locations:

@@ -9,6 +9,7 @@ Every request is logged as (method, filename).
 """
 
 import hashlib
+import json
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -78,7 +79,30 @@ class HubServer:
                 path = self._resolve()
                 self._headers(path, path.stat().st_size if path else 0)
 
+            def _api(self) -> bool:
+                """snapshot_download's listing calls: /api/datasets/<owner>/<name>/{revision,tree}/..."""
+                parts = self.path.split("?")[0].split("/")
+                if len(parts) < 7 or parts[1:3] != ["api", "datasets"]:
+                    return False
+                repo = server.root / parts[3] / parts[4]
+                server.requests.append(("API", "/".join(parts[5:])))
+                if parts[5] == "revision":
+                    body = {"id": f"{parts[3]}/{parts[4]}", "sha": COMMIT}
+                else:
+                    body = [{"type": "file", "path": str(f.relative_to(repo)), "size": f.stat().st_size,
+                             "oid": hashlib.sha1(f.read_bytes()).hexdigest()}
+                            for f in sorted(repo.rglob("*")) if f.is_file()]
+                data = json.dumps(body).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+                return True
+
             def do_GET(self):
+                if self._api():
+                    return
                 path = self._resolve()
                 if path is None:
                     return self._headers(None, 0)

@@ -11,8 +11,8 @@ import pytest
 
 from conftest import CONFIG, REPO, record, snakemake
 from hub_server import HubServer
-from nanochat.chat_eval import check_answer, multiple_choice_prompt
-from nanochat.tasks import TASKS, load_task
+from nanochat.chat_eval import check_answer
+from nanochat.tasks import TASKS, load_task, multiple_choice_prompt
 from nanochat.tokenizer import SPECIAL_TOKENS, Tokenizer
 
 GSM8K = REPO.parent / "shared" / "data" / "gsm8k" / "test.jsonl"

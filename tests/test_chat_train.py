@@ -13,6 +13,7 @@ import torch
 
 from conftest import CONFIG, REPO, jobs_run, record, snakemake
 from hub_server import HubServer
+from nanochat.chat_data import gsm8k_conversation
 from nanochat.chat_rl import policy_gradient_loss
 from nanochat.gpt import GPT, GPTConfig
 from test_base_train import training_pid
@@ -98,3 +99,40 @@ def test_rl_runs_on_gsm8k_from_the_hub_when_enabled(chat_run, tmp_path):
     assert result["num_steps"] == 3 and result["questions"] == 20
     assert all(0.0 <= h.get("mean_reward", 0.0) <= 1.0 for h in result["history"])
     assert result["settings"]["samples_per_question"] == 4
+
+
+def test_gsm8k_calculator_annotations_become_tool_calls():
+    [user, assistant] = gsm8k_conversation("Q?", "3 packs of 4 is <<3*4=12>>12 apples.\n#### 12")
+    assert user == {"role": "user", "content": "Q?"}
+    assert assistant["content"] == [{"type": "text", "text": "3 packs of 4 is "}, {"type": "python", "text": "3*4"},
+                                    {"type": "python_output", "text": "12"},
+                                    {"type": "text", "text": "12 apples.\n#### 12"}]
+
+
+@pytest.mark.skipif(not GSM8K_TRAIN.is_file(), reason="needs ../shared/data/gsm8k (real GSM8K train set)")
+def test_hub_mixtures_download_and_train(chat_run, tmp_path):
+    served = tmp_path / "served"
+    smoltalk = [{"messages": [{"role": "user", "content": f"Hi {i}"}, {"role": "assistant", "content": "Hello!"}]}
+                for i in range(30)]
+    mmlu_aux = [{"train": {"question": f"2+{i}?", "subject": "", "choices": ["1", "2", "3", str(2 + i)],
+                           "answer": 3}} for i in range(20)]
+    arc = [{"id": str(i), "question": f"Which is a planet? ({i})", "answerKey": "B",
+            "choices": {"text": ["the Sun", "Mars", "the Moon"], "label": ["A", "B", "C"]}} for i in range(10)]
+    gsm8k = [json.loads(line) for line in GSM8K_TRAIN.read_text().splitlines()[:25]]
+    for path, rows in (("HuggingFaceTB/smol-smoltalk/data/train-00000-of-00001.parquet", smoltalk),
+                       ("HuggingFaceTB/smol-smoltalk/data/test-00000-of-00001.parquet", smoltalk[:3]),
+                       ("cais/mmlu/auxiliary_train/train-00000-of-00001.parquet", mmlu_aux),
+                       ("openai/gsm8k/main/train-00000-of-00001.parquet", gsm8k),
+                       ("allenai/ai2_arc/ARC-Easy/train-00000-of-00001.parquet", arc),
+                       ("allenai/ai2_arc/ARC-Challenge/train-00000-of-00001.parquet", arc[:5])):
+        (served / path).parent.mkdir(parents=True, exist_ok=True)
+        pq.write_table(pa.Table.from_pylist(rows), served / path)
+    hub = ["mid_train={mixture: hub, num_iterations: 4, spelling_examples: 10}",
+           "chat_sft={mixture: hub, num_iterations: 4, smoltalk_rows: 12, spelling_examples: 10}"]
+    with HubServer(served) as server:
+        env = {"HF_ENDPOINT": server.endpoint, "HF_HOME": str(tmp_path / "hf-home")}
+        snakemake(chat_run, ".nanochat/sft_checkpoints/model.pt", *CHAT, *hub, env=env)
+    assert record(chat_run, "mid_train.json")["mixture"] == {"smoltalk": 30, "mmlu_aux": 20, "gsm8k_train": 25,
+                                                             "spelling": 10}
+    assert record(chat_run, "sft_train.json")["mixture"] == {"arc_easy_train": 10, "arc_challenge_train": 5,
+                                                             "gsm8k_train": 25, "smoltalk": 12, "spelling": 10}

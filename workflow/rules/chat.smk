@@ -7,6 +7,7 @@ rule mid_train:
     input:
         parent=rules.base_train.output.model,
         tokenizer=rules.tok_train.output.tokenizer,
+        mixture=chat_mixture_inputs("mid", "mid_train"),
     output:
         model=str(MID_CKPT / "model.pt"),
         meta=str(MID_CKPT / "meta.json"),
@@ -23,7 +24,7 @@ rule mid_train:
         "../envs/train.yaml"
     shell:
         "python -m nanochat.launch nanochat.mid_train {params.settings} {RUNTIME_ARGS}"
-        " --parent_dir={BASE_CKPT} --tokenizer={input.tokenizer} --out_dir={MID_CKPT}"
+        " --parent_dir={BASE_CKPT} --tokenizer={input.tokenizer} --hub_dir={HUB_DIR} --out_dir={MID_CKPT}"
         " --ckpt_dir={MID_CKPT}/steps 2>> {log}"
 
 
@@ -31,6 +32,7 @@ rule chat_sft:
     input:
         parent=rules.mid_train.output.model,
         tokenizer=rules.tok_train.output.tokenizer,
+        mixture=chat_mixture_inputs("sft", "chat_sft"),
     output:
         model=str(SFT_CKPT / "model.pt"),
         meta=str(SFT_CKPT / "meta.json"),
@@ -47,7 +49,7 @@ rule chat_sft:
         "../envs/train.yaml"
     shell:
         "python -m nanochat.launch nanochat.chat_sft {params.settings} {RUNTIME_ARGS}"
-        " --parent_dir={MID_CKPT} --tokenizer={input.tokenizer} --out_dir={SFT_CKPT}"
+        " --parent_dir={MID_CKPT} --tokenizer={input.tokenizer} --hub_dir={HUB_DIR} --out_dir={SFT_CKPT}"
         " --ckpt_dir={SFT_CKPT}/steps 2>> {log}"
 
 

@@ -3,6 +3,7 @@ import shlex
 import sys
 from pathlib import Path
 
+from nanochat.chat_data import HUB_CHAT_DATA, HUB_MIXTURES
 from nanochat.tasks import HUB_TASKS, TASKS, hub_path
 
 # Jobs run `python -m nanochat...`: find the Python that runs Snakemake (e.g. an unactivated .venv)
@@ -25,13 +26,23 @@ HUB_DIR = BASE / "hub"  # hub datasets as <owner>/<name>/<file>
 CHAT_EVAL_FILES = [str(hub_path(HUB_DIR, t)) for t in HUB_TASKS if TASKS[t][3]] \
     if config["chat_eval"]["source"] == "hub" else []
 GSM8K_TRAIN = str(HUB_DIR / "openai" / "gsm8k" / "main" / "train-00000-of-00001.parquet")  # RL's questions
+
+
+def chat_mixture_inputs(stage: str, section: str) -> list[str]:
+    """The downloaded dataset folders a chat stage's hub mixture reads (none for the offline mixture)."""
+    if config[section]["mixture"] != "hub":
+        return []
+    return [str(HUB_DIR / "snapshots" / name) for name in HUB_MIXTURES[stage]]
+
+
+CHAT_MIXTURE_DIRS = sorted(set(chat_mixture_inputs("mid", "mid_train") + chat_mixture_inputs("sft", "chat_sft")))
 # Checkpoint folder of each stage a chat evaluation can run on.
 STAGE_CKPT = {"base": BASE_CKPT, "mid": MID_CKPT, "sft": SFT_CKPT, "rl": RL_CKPT}
 CHAT_STAGES = ["mid", "sft"] + ["rl"] * RL_ENABLED  # the stages `all` and `report` evaluate on the chat tasks
 # Every file that needs the network; the `download` target builds exactly these.
 DOWNLOADS = (SHARDS if config["data"]["source"] == "fineweb-edu" else []) \
     + ([str(EVAL_BUNDLE)] if config["core"]["bundle_url"] else []) + CHAT_EVAL_FILES \
-    + [GSM8K_TRAIN] * RL_ENABLED
+    + [GSM8K_TRAIN] * RL_ENABLED + CHAT_MIXTURE_DIRS
 
 
 def log_path(rule: str, name: str = "") -> str:

@@ -59,6 +59,25 @@ rule download_hub_file:
         " --out={output.file} 2> {log}"
 
 
+# The files of a hub dataset a chat mixture trains on (HUB_CHAT_DATA), verified, as one folder.
+rule download_hub_snapshot:
+    localrule: True
+    output:
+        folder=directory(str(HUB_DIR / "snapshots" / "{dataset}")),
+    params:
+        repo=lambda w: HUB_CHAT_DATA[w.dataset][0],
+        patterns=lambda w: " ".join(f"--hub_pattern={shlex.quote(p)}" for p in HUB_CHAT_DATA[w.dataset][1]),
+    wildcard_constraints:
+        dataset="|".join(HUB_CHAT_DATA),
+    log:
+        log_path("download_hub_snapshot", "{dataset}"),
+    retries: 2
+    conda:
+        "../envs/data.yaml"
+    shell:
+        "python -m nanochat.dataset --hf_repo={params.repo} {params.patterns} --out={output.folder} 2> {log}"
+
+
 rule chat_eval:
     input:
         model=lambda w: str(STAGE_CKPT[w.stage] / "model.pt"),
