@@ -62,6 +62,20 @@ def straight_run(tmp_path_factory) -> Path:
     return workdir
 
 
+# The tiny chat stages: 20 mid and 20 SFT steps, evaluated on 4 problems per offline task.
+CHAT = CONFIG + ["mid_train={num_iterations: 20}", "chat_sft={num_iterations: 20}",
+                 "runtime={checkpoint_every: 5, eval_every: 5, log_every: 5, eval_tokens: 8192}",
+                 "chat_eval={source: offline, max_problems: 4, max_new_tokens: 8}"]
+
+
+@pytest.fixture(scope="session")
+def chat_run(tmp_path_factory) -> Path:
+    """The whole tiny pipeline to `report`: base, mid and SFT models with their evaluations."""
+    workdir = tmp_path_factory.mktemp("chat")
+    snakemake(workdir, "report", *CHAT, timeout=900)
+    return workdir
+
+
 def record(workdir: Path, name: str) -> dict:
     """A stage's JSON record, found by file name under the run's base directory."""
     return json.loads(next((workdir / ".nanochat").rglob(name)).read_text())

@@ -4,14 +4,13 @@ import json
 import os
 import signal
 import time
-from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import torch
 
-from conftest import CONFIG, REPO, jobs_run, record, snakemake
+from conftest import CHAT, REPO, jobs_run, record, snakemake
 from hub_server import HubServer
 from nanochat.chat_data import gsm8k_conversation
 from nanochat.chat_rl import policy_gradient_loss
@@ -19,18 +18,6 @@ from nanochat.gpt import GPT, GPTConfig
 from test_base_train import training_pid
 
 GSM8K_TRAIN = REPO.parent / "shared" / "data" / "gsm8k" / "train.jsonl"
-
-CHAT = CONFIG + ["mid_train={num_iterations: 20}", "chat_sft={num_iterations: 20}",
-                 "runtime={checkpoint_every: 5, eval_every: 5, log_every: 5, eval_tokens: 8192}",
-                 "chat_eval={source: offline, max_problems: 4, max_new_tokens: 8}"]
-
-
-@pytest.fixture(scope="module")
-def chat_run(tmp_path_factory) -> Path:
-    workdir = tmp_path_factory.mktemp("chat")
-    snakemake(workdir, "report", *CHAT, timeout=900)
-    return workdir
-
 
 @pytest.mark.parametrize("stage", ["mid", "sft"])
 def test_each_chat_stage_learns_its_own_distribution(chat_run, stage):

@@ -1,0 +1,119 @@
+"""Inference: one prefill of the prompt, then batched sampling of several completions that share the
+prompt's KV cache, with the calculator tool.
+
+When the model writes <|python_start|>expr<|python_end|>, the engine evaluates `expr` (arithmetic, or a
+string's .count) and forces <|output_start|>result<|output_end|> into that completion, as the model saw
+in training. Generation of a completion stops at <|assistant_end|> or <|bos|>.
+"""
+
+import re
+import signal
+import threading
+from typing import Iterator
+
+import torch
+import torch.nn.functional as F
+
+from nanochat.gpt import KVCache
+
+_ARITHMETIC = re.compile(r"[0-9+\-*/.() ]{1,100}")
+_COUNT = re.compile(r"""'[A-Za-z ]{0,60}'\.count\('[A-Za-z]'\)""")
+
+
+def use_calculator(expr: str, timeout_s: int = 3) -> str | None:
+    """The value of a whitelisted expression as text, or None if it is not allowed or fails.
+
+    Allowed: + - * / and parentheses over decimal numbers (no `**`, at most 100 characters, so the work is
+    bounded by construction), or 'letters'.count('x'). No names, no builtins. In the main thread a
+    SIGALRM limit applies too."""
+    expr = expr.strip().replace(",", "")
+    if not (_ARITHMETIC.fullmatch(expr) and "**" not in expr) and not _COUNT.fullmatch(expr):
+        return None
+    use_alarm = threading.current_thread() is threading.main_thread()
+
+    def timeout(signum, frame):
+        raise TimeoutError(expr)
+
+    previous = signal.signal(signal.SIGALRM, timeout) if use_alarm else None
+    try:
+        if use_alarm:
+            signal.alarm(timeout_s)
+        value = eval(expr, {"__builtins__": {}}, {})  # noqa: S307 - whitelisted characters only, see above
+    except Exception:  # noqa: BLE001 - division by zero, syntax errors, the timeout: no value
+        return None
+    finally:
+        if use_alarm:
+            signal.alarm(0)
+            signal.signal(signal.SIGALRM, previous)
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    return str(round(value, 6) if isinstance(value, float) else value)
+
+
+class Engine:
+    def __init__(self, model, tokenizer):
+        self.model, self.tokenizer = model, tokenizer
+        special = tokenizer.special_id
+        self.python_start, self.python_end = special("<|python_start|>"), special("<|python_end|>")
+        self.output_start, self.output_end = special("<|output_start|>"), special("<|output_end|>")
+        self.stop = {special("<|assistant_end|>"), tokenizer.bos_id}
+
+    @torch.no_grad()
+    def generate(self, tokens: list[int], num_samples: int = 1, max_tokens: int = 256, temperature: float = 1.0,
+                 top_k: int = 0, seed: int = 42) -> Iterator[list[int | None]]:
+        """Yield, per decoding step, the next token of each completion (None once that one has ended)."""
+        model, device = self.model, self.model.lm_head.weight.device
+        c = model.config
+        cache = KVCache(1, c.n_kv_head, len(tokens) + max_tokens, c.n_embd // c.n_head, c.n_layer, device,
+                        dtype=model.lm_head.weight.dtype)
+        logits = model(torch.tensor([tokens], device=device), kv_cache=cache)[:, -1, :]
+        cache.kv = cache.kv.repeat(1, 1, num_samples, 1, 1, 1)  # every sample continues the one prefill
+        logits = logits.expand(num_samples, -1)
+        rng = torch.Generator(device=device).manual_seed(seed)
+        forced: list[list[int]] = [[] for _ in range(num_samples)]  # tool output to feed, per sample
+        python: list[list[int] | None] = [None] * num_samples  # tokens of an open python call
+        done = [False] * num_samples
+        for _ in range(max_tokens):
+            sampled = self._sample(logits, temperature, top_k, rng)
+            step: list[int | None] = []
+            for i in range(num_samples):
+                if done[i]:
+                    step.append(None)
+                    continue
+                token = forced[i].pop(0) if forced[i] else sampled[i]
+                step.append(token)
+                if token in self.stop:
+                    done[i] = True
+                elif token == self.python_start:
+                    python[i] = []
+                elif token == self.python_end and python[i] is not None:
+                    result = use_calculator(self.tokenizer.decode(python[i]))
+                    if result is not None:
+                        forced[i] = [self.output_start, *self.tokenizer.encode(result), self.output_end]
+                    python[i] = None
+                elif python[i] is not None:
+                    python[i].append(token)
+            yield step
+            if all(done):
+                return
+            column = [t if t is not None else self.tokenizer.bos_id for t in step]
+            logits = model(torch.tensor(column, device=device).view(-1, 1), kv_cache=cache)[:, -1, :]
+
+    @staticmethod
+    def _sample(logits: torch.Tensor, temperature: float, top_k: int, rng: torch.Generator) -> list[int]:
+        if temperature <= 0:
+            return logits.argmax(dim=-1).tolist()
+        if top_k:
+            kth = torch.topk(logits, min(top_k, logits.size(-1))).values[:, -1:]
+            logits = logits.masked_fill(logits < kth, float("-inf"))
+        probs = F.softmax(logits.float() / temperature, dim=-1)
+        return torch.multinomial(probs, 1, generator=rng).view(-1).tolist()
+
+    def generate_batch(self, tokens: list[int], num_samples: int = 1, **kwargs) -> list[list[int]]:
+        """Each sample's completion (without the stop token)."""
+        out: list[list[int]] = [[] for _ in range(num_samples)]
+        for step in self.generate(tokens, num_samples, **kwargs):
+            for i, token in enumerate(step):
+                if token is not None and token not in self.stop:
+                    out[i].append(token)
+        return out

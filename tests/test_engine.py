@@ -1,0 +1,129 @@
+"""Inference engine, calculator tool and the chat CLI."""
+
+import os
+import pty
+import select
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from conftest import REPO
+from nanochat.engine import Engine, use_calculator
+from nanochat.gpt import GPT, GPTConfig
+from nanochat.tokenizer import Tokenizer
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    return Tokenizer.train(["The answer is 42. What is 12*3? It is 36."] * 5, vocab_size=300)
+
+
+def random_model(vocab_size: int) -> GPT:
+    torch.manual_seed(0)
+    model = GPT(GPTConfig.from_depth(2, vocab_size=vocab_size, sequence_len=64, model_dim=128))
+    model.init_weights()
+    for block in model.transformer.h:  # zero projections would make every position alike
+        torch.nn.init.normal_(block.attn.c_proj.weight, std=0.05)
+        torch.nn.init.normal_(block.mlp.c_proj.weight, std=0.05)
+    torch.nn.init.normal_(model.lm_head.weight, std=0.5)
+    return model.eval()
+
+
+def test_greedy_with_kv_cache_equals_recomputing_everything(tokenizer):
+    model = random_model(tokenizer.vocab_size)
+    prompt = tokenizer.encode("The answer is", prepend_bos=True)
+    engine = Engine(model, tokenizer)
+    engine.stop = set()  # compare all 30 tokens even if a stop token comes up
+    [cached] = engine.generate_batch(prompt, 1, max_tokens=30, temperature=0.0)
+    ids = list(prompt)
+    with torch.no_grad():
+        for _ in range(30):
+            ids.append(int(model(torch.tensor([ids]))[0, -1].argmax()))
+    assert cached == ids[len(prompt):]
+
+
+def test_samples_share_the_prefill_but_differ(tokenizer):
+    engine = Engine(random_model(tokenizer.vocab_size), tokenizer)
+    samples = engine.generate_batch(tokenizer.encode("What is", prepend_bos=True), 4, max_tokens=12,
+                                    temperature=1.0, seed=1)
+    assert len(samples) == 4 and len({tuple(s) for s in samples}) > 1
+
+
+class Scripted(torch.nn.Module):
+    """A stand-in model that writes a fixed script, one token per position, whatever it is fed."""
+
+    def __init__(self, script: list[int], vocab_size: int):
+        super().__init__()
+        self.script, self.vocab_size = script, vocab_size
+        self.config = GPTConfig(64, vocab_size, 1, 1, 1, 64)
+        self.lm_head = torch.nn.Linear(1, 1)
+        self.fed: list[list[int]] = []
+
+    def forward(self, ids, kv_cache=None):
+        self.fed.append(ids[:, -1].tolist())
+        n = len(self.fed) - 1  # how many tokens have been generated so far
+        logits = torch.zeros(ids.size(0), ids.size(1), self.vocab_size)
+        logits[:, -1, self.script[min(n, len(self.script) - 1)]] = 10.0
+        kv_cache.pos += ids.size(1)
+        return logits
+
+
+def test_calculator_output_is_forced_back_into_the_completion(tokenizer):
+    sp = tokenizer.special_id
+    expr = tokenizer.encode("12*3")
+    script = [sp("<|python_start|>"), *expr, sp("<|python_end|>"), 0, 0, 0, 0, sp("<|assistant_end|>")]
+    model = Scripted(script, tokenizer.vocab_size)
+    [out] = Engine(model, tokenizer).generate_batch([tokenizer.bos_id], 1, max_tokens=30, temperature=0.0)
+    forced = [sp("<|output_start|>"), *tokenizer.encode("36"), sp("<|output_end|>")]
+    start = len(expr) + 2
+    assert out[:start + len(forced)] == [sp("<|python_start|>"), *expr, sp("<|python_end|>"), *forced]
+    assert [f[0] for f in model.fed[start + 1:start + 1 + len(forced)]] == forced  # the model was fed them
+
+
+@pytest.mark.parametrize("expr, value", [("12*3", "36"), ("7/2", "3.5"), ("(1+2)*4 - 1", "11"),
+                                         ("1,000 + 1", "1001"), ("'strawberry'.count('r')", "3")])
+def test_calculator_evaluates_whitelisted_expressions(expr, value):
+    assert use_calculator(expr) == value
+
+
+@pytest.mark.parametrize("expr", ["__import__('os').system('true')", "2**999999999", "open('/etc/passwd')",
+                                  "1/0", "'a'.count('a') + 1", "x" * 200, "[].__class__"])
+def test_calculator_refuses_anything_else(expr):
+    assert use_calculator(expr) is None
+
+
+def test_cli_answers_in_a_terminal_and_exits_cleanly(chat_run):
+    """Drive the real CLI through a pseudo-terminal, as a user would."""
+    main_fd, child_fd = pty.openpty()
+    proc = subprocess.Popen([sys.executable, "-m", "nanochat.chat_cli", "--max_tokens", "16"],
+                            cwd=chat_run, stdin=child_fd, stdout=child_fd, stderr=child_fd)
+    os.close(child_fd)
+    output = b""
+
+    def read_until(marker: bytes, count: int = 1, timeout: float = 120) -> None:
+        nonlocal output
+        deadline = time.time() + timeout
+        while output.count(marker) < count:
+            assert time.time() < deadline, output.decode(errors="replace")
+            if select.select([main_fd], [], [], 0.5)[0]:
+                output += os.read(main_fd, 4096)
+
+    read_until(b"User: ")
+    os.write(main_fd, b"Spell the word: light\n")
+    read_until(b"Assistant: ")
+    read_until(b"User: ", count=2)
+    os.write(main_fd, b"/exit\n")
+    assert proc.wait(timeout=60) == 0
+    os.close(main_fd)
+    reply = output.split(b"Assistant: ")[1].split(b"User: ")[0].strip()
+    assert reply, "the model said nothing"
+
+    one_shot = subprocess.run([sys.executable, "-m", "nanochat.chat_cli", "-i", "mid", "-p", "Hello",
+                               "--max_tokens", "5"], cwd=chat_run, capture_output=True, text=True, timeout=120)
+    assert one_shot.returncode == 0 and one_shot.stdout.strip()
+    missing = subprocess.run([sys.executable, "-m", "nanochat.chat_cli", "-i", "rl"], cwd=REPO.parent,
+                             capture_output=True, text=True, timeout=60)
+    assert missing.returncode != 0 and "no rl checkpoint" in missing.stderr
