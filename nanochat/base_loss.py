@@ -72,7 +72,7 @@ def main(argv: list[str] | None = None) -> None:
     samples = []
     for prompt in PROMPTS:
         tokens = tokenizer.encode(prompt, prepend_bos=True)
-        with compute.autocast():
+        with compute.autocast(decode=True):
             completion = tokenizer.decode(list(model.generate(tokens, cfg.sample_tokens)))
         samples.append({"prompt": prompt, "completion": completion})
         log.info("%s|%s", prompt, completion.replace("\n", "\\n"))

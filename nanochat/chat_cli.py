@@ -82,7 +82,7 @@ def stream_reply(engine, conversation: list[dict], args, compute) -> str:
     """Print the reply as it is generated (whole characters only) and return it."""
     tokens, printed = [], ""
     ids = engine.tokenizer.render_for_completion(conversation)
-    with compute.autocast():
+    with compute.autocast(decode=True):
         for step in engine.generate(ids, 1, args.max_tokens, args.temperature, args.top_k):
             if step[0] is None or step[0] in engine.stop:
                 break

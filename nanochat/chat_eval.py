@@ -104,7 +104,7 @@ def main(argv: list[str] | None = None) -> None:
                 correct += int(logits[letters].argmax()) == item["answer"]
             else:
                 ids = tokenizer.render_for_completion([{"role": "user", "content": generative_prompt(task, item)}])
-                with compute.autocast():
+                with compute.autocast(decode=True):
                     completion = tokenizer.decode(list(model.generate(ids, cfg.max_new_tokens, stop=stop)))
                 correct += check_answer(task, item, completion)
         accuracy = correct / len(items)

@@ -58,7 +58,7 @@ class Engine:
         self.output_start, self.output_end = special("<|output_start|>"), special("<|output_end|>")
         self.stop = {special("<|assistant_end|>"), tokenizer.bos_id}
 
-    @torch.no_grad()
+    @torch.inference_mode()
     def generate(self, tokens: list[int], num_samples: int = 1, max_tokens: int = 256, temperature: float = 1.0,
                  top_k: int = 0, seed: int = 42) -> Iterator[list[int | None]]:
         """Yield, per decoding step, the next token of each completion (None once that one has ended)."""
