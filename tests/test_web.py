@@ -1,0 +1,119 @@
+"""The web chat: a real uvicorn server on 127.0.0.1, input limits, concurrency, and headless Chromium."""
+
+import http.client
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+from conftest import REPO
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+ARTIFACTS = REPO / "test-artifacts"
+
+
+@pytest.fixture(scope="module")
+def server(chat_run):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen([sys.executable, "-m", "nanochat.chat_web", "--host", "127.0.0.1", "--port", str(port),
+                             "--workers", "2"], cwd=chat_run, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    deadline = time.time() + 120
+    while True:
+        try:
+            if get(port, "/health")[0] == 200:
+                break
+        except OSError:
+            pass
+        assert proc.poll() is None and time.time() < deadline, proc.stdout.read().decode()
+        time.sleep(0.3)
+    yield port
+    proc.terminate()
+    proc.wait(timeout=30)
+
+
+def get(port: int, path: str) -> tuple[int, dict]:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+    conn.request("GET", path)
+    response = conn.getresponse()
+    return response.status, json.loads(response.read() or b"{}") if path != "/" else {}
+
+
+def post(port: int, body: bytes | dict) -> tuple[int, bytes]:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=300)
+    data = body if isinstance(body, bytes) else json.dumps(body).encode()
+    conn.request("POST", "/chat/completions", data, {"Content-Type": "application/json"})
+    response = conn.getresponse()
+    return response.status, response.read()
+
+
+def user(text: str) -> dict:
+    return {"role": "user", "content": text}
+
+
+def test_a_completion_streams_tokens_then_done(server):
+    status, body = post(server, {"messages": [user("Spell the word: light")], "max_tokens": 12})
+    events = [json.loads(line[6:]) for line in body.decode().split("\n\n") if line.startswith("data: ")]
+    assert status == 200 and events[-1] == {"done": True}
+    assert all("token" in e for e in events[:-1])
+
+
+@pytest.mark.parametrize("body, limit", [
+    ({"messages": [user("hi")] * 501}, "messages"),
+    ({"messages": [user("x" * 8001)]}, "content"),
+    ({"messages": [user("x" * 8000)] * 5}, "32000"),
+    ({"messages": [user("hi")], "temperature": 2.5}, "temperature"),
+    ({"messages": [user("hi")], "top_k": 0}, "top_k"),
+    ({"messages": [user("hi")], "top_k": 201}, "top_k"),
+    ({"messages": [user("hi")], "max_tokens": 0}, "max_tokens"),
+    ({"messages": [user("hi")], "max_tokens": 4097}, "max_tokens"),
+    ({"messages": []}, "messages"),
+    ({"messages": [{"role": "wizard", "content": "hi"}]}, "role"),
+    (b"{not json", "json"),
+])
+def test_bad_inputs_get_a_4xx_naming_the_problem(server, body, limit):
+    status, text = post(server, body)
+    assert 400 <= status < 500 and limit in text.decode().lower()
+
+
+def test_fifty_concurrent_streams_all_complete_and_the_server_stays_healthy(server):
+    bodies = [{"messages": [user(f"Spell the word: word{i}")], "max_tokens": 6, "temperature": 0.0}
+              for i in range(50)]
+    with ThreadPoolExecutor(50) as pool:
+        results = list(pool.map(lambda b: post(server, b), bodies))
+    assert all(status == 200 and body.rstrip().endswith(b'data: {"done": true}') for status, body in results)
+    status, health = get(server, "/health")
+    assert status == 200 and health["free_workers"] == health["workers"] == 2
+    status, stats = get(server, "/stats")
+    assert stats["requests"] >= 50 and stats["active"] == 0
+
+
+@pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="needs Debian's chromium (.ci/run installs it)")
+def test_the_page_sends_a_message_and_shows_the_streamed_reply(server):
+    from playwright.sync_api import sync_playwright
+
+    ARTIFACTS.mkdir(exist_ok=True)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=[
+            "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+            "--disable-sync", "--no-first-run"])
+        page = browser.new_page()
+        page.goto(f"http://127.0.0.1:{server}/")
+        page.fill("#input", "Spell the word: light")
+        page.click("#send")
+        page.wait_for_selector(".msg.user")
+        page.wait_for_function("document.querySelector('.msg.assistant')?.textContent.length > 0", timeout=120_000)
+        page.wait_for_function("!document.querySelector('#send').disabled", timeout=120_000)
+        assert page.inner_text(".msg.user") == "Spell the word: light"
+        assert page.inner_text(".msg.assistant").strip()
+        page.screenshot(path=str(ARTIFACTS / "chat_web.png"), full_page=True)
+        browser.close()
+    assert (ARTIFACTS / "chat_web.png").stat().st_size > 1000
