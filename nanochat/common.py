@@ -55,8 +55,23 @@ def write_json_atomic(path: str | os.PathLike, obj: Any) -> None:
     os.replace(tmp, path)
 
 
+def hardware() -> dict[str, Any]:
+    """CPU model and count, and the GPUs torch sees (when the stage uses torch)."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    info: dict[str, Any] = {"cpu": cpu, "cpu_count": os.cpu_count(), "gpus": []}
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_available():
+        info["gpus"] = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
+    return info
+
+
 def run_record(started: float) -> dict[str, Any]:
-    """What every stage's JSON record carries about where and how long it ran."""
-    return {"host": platform.node(), "python": platform.python_version(),
+    """What every stage's JSON record carries about where, when and how long it ran."""
+    return {"host": platform.node(), "python": platform.python_version(), "hardware": hardware(),
+            "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(started)),
             "wall_time_s": round(time.time() - started, 3),
             "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}

@@ -21,6 +21,7 @@ SFT_CKPT = BASE / "sft_checkpoints"
 RL_CKPT = BASE / "rl_checkpoints"
 RL_ENABLED = config["chat_rl"]["enabled"]
 EVAL_DIR = BASE / "eval"
+REPORT_DIR = BASE / "report"
 EVAL_BUNDLE = BASE / "eval_bundle"
 HUB_DIR = BASE / "hub"  # hub datasets as <owner>/<name>/<file>
 CHAT_EVAL_FILES = [str(hub_path(HUB_DIR, t)) for t in HUB_TASKS if TASKS[t][3]] \

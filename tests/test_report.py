@@ -1,0 +1,86 @@
+"""report.md: the summary table from fixture records, valid plots, and the end-to-end numbers."""
+
+import re
+
+import matplotlib.image
+
+from conftest import CHAT, record, snakemake
+from nanochat.report import PLOTS, plot, render, summary_table
+
+
+def chat_record(mmlu: float, chatcore: float) -> dict:
+    return {"chatcore": chatcore, "chatcore_tasks": ["MMLU"], "tasks": {
+        "MMLU": {"available": True, "accuracy": mmlu, "n": 4, "baseline": 0.25, "centered": 0.0, "wall_time_s": 1.0},
+        "GSM8K": {"available": False, "reason": "not available offline: no package ships GSM8K"}}}
+
+
+def history(n: int, metric: str) -> list[dict]:
+    return [{"step": i, "loss": 5.0 - i / n, "lr_mult": 1.0, "tok_per_s": 1000.0, **({metric: 3.0} if i == n else {})}
+            for i in range(1, n + 1)]
+
+
+FIXTURE = {
+    "base_eval": {"core": 0.1234, "available": True, "tasks": {}, "max_per_task": 16},
+    "chat_eval_mid": chat_record(0.25, 0.0),
+    "chat_eval_sft": chat_record(0.5, 0.3333),
+}
+
+
+def test_summary_table_cells():
+    assert summary_table(FIXTURE, rl_enabled=False) == [
+        ["CORE", "0.1234", "", "", "RL disabled"],
+        ["ARC-Challenge", "", "not evaluated", "not evaluated", "RL disabled"],
+        ["ARC-Easy", "", "not evaluated", "not evaluated", "RL disabled"],
+        ["GSM8K", "", "not available offline", "not available offline", "RL disabled"],
+        ["HumanEval", "", "not evaluated", "not evaluated", "RL disabled"],
+        ["MMLU", "", "0.2500", "0.5000", "RL disabled"],
+        ["ChatCORE", "", "0.0000", "0.3333", "RL disabled"],
+    ]
+    offline = {**FIXTURE, "base_eval": {"core": None, "available": False, "reason": "not available offline: ..."}}
+    table = summary_table(offline, rl_enabled=True)
+    assert table[0] == ["CORE", "not available offline", "", "", ""] and table[5][4] == "not run"
+
+
+def test_plots_are_valid_pngs(tmp_path):
+    records = {"base_train": {"history": history(10, "val_bpb")}, "mid_train": {"history": history(5, "val_loss")},
+               "sft_train": {"history": history(5, "val_loss")}}
+    plot(records, tmp_path)
+    for name in PLOTS:
+        data = (tmp_path / name).read_bytes()
+        assert data[:8] == b"\x89PNG\r\n\x1a\n"
+        assert matplotlib.image.imread(tmp_path / name).shape[0] > 100
+
+
+def test_report_numbers_equal_the_stage_records(chat_run):
+    text = (chat_run / ".nanochat/report/report.md").read_text()
+    summary = text.split("## Summary")[1].split("\n## ")[0]
+    rows = {line.split("|")[1].strip(): [c.strip() for c in line.split("|")[2:-1]]
+            for line in summary.splitlines() if re.match(r"\| (CORE|ARC|GSM8K|HumanEval|MMLU|ChatCORE)", line)}
+    for column, stage in ((1, "mid"), (2, "sft")):
+        result = record(chat_run, f"chat_eval_{stage}.json")
+        assert rows["MMLU"][column] == f"{result['tasks']['MMLU']['accuracy']:.4f}"
+        assert rows["HumanEval"][column] == f"{result['tasks']['HumanEval']['accuracy']:.4f}"
+        assert rows["ChatCORE"][column] == f"{result['chatcore']:.4f}"
+        assert rows["GSM8K"][column] == "not available offline"
+    assert rows["CORE"][0] == "not available offline" and rows["CORE"][3] == "RL disabled"
+    assert "RL: disabled in config" in text
+    base = record(chat_run, "base_train.json")
+    assert f"validation {base['val_bpb']:.4f} bits/byte" in text
+    for name in PLOTS:
+        assert f"]({name})" in text and (chat_run / ".nanochat/report" / name).is_file()
+
+
+def test_cluster_runs_copy_the_report_into_the_working_directory(chat_run):
+    snakemake(chat_run, "report", *CHAT, "report={copy_to_workdir: true, hourly_rate: 24}")
+    copied = (chat_run / "report.md").read_text()
+    assert "](.nanochat/report/loss.png)" in copied and "at $24.0/h" in copied
+
+
+def test_render_needs_no_optional_stage(tmp_path):
+    minimal = {"tok_train": {"vocab_size": 512, "train_chars": 10, "train_docs": 1, "train_time_s": 0.1,
+                             "python": "3.11"},
+               "base_train": {"num_params": 1, "model_config": {"n_layer": 1, "n_embd": 64}, "num_steps": 1,
+                              "tokens": 1, "world_size": 1, "device": "cpu", "wall_time_s": 1.0, "final_loss": 1.0,
+                              "val_bpb": 1.0, "history": history(1, "val_bpb")}}
+    text = render(minimal, rl_enabled=False, hourly_rate=0)
+    assert "## Midtraining\n\nNot run." in text and "RL: disabled in config" in text
