@@ -4,15 +4,17 @@ Offline mixture (real data that installed packages ship, plus generated spelling
   chatterbot    2,026 hand-written English dialogs (`chatterbot-corpus` package)
   spelling      "Spell the word: ..." answered letter by letter, and "How many r are in ...?" answered
                 with a python tool call and its output (words of the offline corpus)
-Hub mixtures (upstream's, on the cluster), from folders the `download` target fills:
-  mid  SmolTalk + MMLU auxiliary_train + GSM8K train + spelling
-  sft  ARC-Easy and ARC-Challenge train + GSM8K train + SmolTalk (smoltalk_rows of it) + spelling
+Hub mixtures (upstream's, on the cluster), from what the `download` target fetches:
+  mid  SmolTalk + MMLU auxiliary_train + GSM8K train + identity conversations (twice) + spelling
+  sft  ARC-Easy and ARC-Challenge train + GSM8K train + SmolTalk (smoltalk_rows of it) + identity + spelling
 GSM8K's calculator annotations <<expr=value>> become python tool calls and their output.
 Spelling words exclude those of the SpellingBee evaluation, so the evaluation stays unseen.
 Every 20th conversation (after a fixed shuffle) is held out for validation.
 """
 
+import dataclasses
 import importlib.util
+import json
 import random
 import re
 from pathlib import Path
@@ -77,6 +79,14 @@ HUB_CHAT_DATA = {
 }
 HUB_MIXTURES = {"mid": ["smoltalk", "mmlu_aux", "gsm8k_train"],
                 "sft": ["arc_easy_train", "arc_challenge_train", "gsm8k_train", "smoltalk"]}
+IDENTITY_REPEATS = {"mid": 2, "sft": 1}  # as upstream: the model's name and maker, seen twice in midtraining
+IDENTITY_FILE = "identity_conversations.jsonl"  # in the hub folder
+
+
+@dataclasses.dataclass
+class ChatDataSettings:
+    """Data of the chat stages' hub mixtures that does not come from the hub."""
+    identity_url: str = "https://karpathy-public.s3.us-west-2.amazonaws.com/identity_conversations.jsonl"  # conversations that teach the model who it is (JSON lines, one list of messages each)
 
 
 def _multiple_choice(question: str, choices: list[str], answer: int) -> list[dict]:
@@ -121,6 +131,11 @@ def mixture(stage: str, source: str, spelling_examples: int, smoltalk_rows: int,
         sources = {"chatterbot": chatterbot_conversations()}
     else:
         sources = {name: hub_conversations(name, Path(hub_dir) / "snapshots" / name) for name in HUB_MIXTURES[stage]}
+        identity = Path(hub_dir) / IDENTITY_FILE
+        if not identity.is_file():
+            raise SystemExit(f"error: missing input file: {identity} (run the `download` target)")
+        sources["identity"] = [json.loads(line) for line in identity.read_text().splitlines() if line.strip()] \
+            * IDENTITY_REPEATS[stage]
         if smoltalk_rows > 0:
             sources["smoltalk"] = random.Random(seed).sample(sources["smoltalk"],
                                                              min(smoltalk_rows, len(sources["smoltalk"])))

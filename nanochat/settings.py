@@ -33,12 +33,13 @@ class WorkflowSettings:
 def sections() -> dict[str, type]:
     """Config section name -> settings dataclass, in pipeline order. Top-level keys come from WorkflowSettings."""
     # imported here: they import this module
-    from nanochat import (base_eval, base_loss, base_train, chat_eval, chat_rl, chat_sft, dataset, mid_train,
-                          report, tok_eval, tok_train, training)
+    from nanochat import (base_eval, base_loss, base_train, chat_data, chat_eval, chat_rl, chat_sft, dataset,
+                          mid_train, report, tok_eval, tok_train, training)
     return {"data": dataset.DataSettings, "tokenizer": tok_train.TokenizerSettings,
             "tok_eval": tok_eval.TokEvalSettings, "base_train": base_train.BaseTrainSettings,
             "base_loss": base_loss.BaseLossSettings, "core": base_eval.CoreSettings,
-            "mid_train": mid_train.MidTrainSettings, "chat_sft": chat_sft.ChatSftSettings,
+            "chat_data": chat_data.ChatDataSettings, "mid_train": mid_train.MidTrainSettings,
+            "chat_sft": chat_sft.ChatSftSettings,
             "chat_rl": chat_rl.ChatRlSettings, "report": report.ReportSettings,
             "chat_eval": chat_eval.ChatEvalSettings, "runtime": training.RuntimeSettings}
 

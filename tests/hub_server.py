@@ -2,7 +2,7 @@
 
 Serves `root/<owner>/<name>/<file>` as file <file> of dataset repo <owner>/<name>
 (HEAD/GET `/datasets/<owner>/<name>/resolve/<rev>/<file>`, with the X-Repo-Commit, ETag and size
-headers the client needs). Faults can be queued per file:
+headers the client needs), and `root/<path>` as a plain file at `/files/<path>`. Faults can be queued per file:
   "corrupt"  the body has the right length but a garbled parquet footer
   "stall"    the headers and half the body, then nothing until `release()` (a download killed midway)
 Every request is logged as (method, filename).
@@ -57,6 +57,10 @@ class HubServer:
 
             def _resolve(self) -> Path | None:
                 parts = self.path.split("/")  # '', 'datasets', owner, name, 'resolve', revision, file...
+                if parts[1] == "files":  # a plain file download, as from S3
+                    path = server.root / "/".join(parts[2:])
+                    server.requests.append((self.command, path.name))
+                    return path if path.is_file() else None
                 if len(parts) < 7 or parts[1] != "datasets" or parts[4] != "resolve":
                     return None
                 name = "/".join(parts[6:])

@@ -114,12 +114,16 @@ def test_hub_mixtures_download_and_train(chat_run, tmp_path):
                        ("allenai/ai2_arc/ARC-Challenge/train-00000-of-00001.parquet", arc[:5])):
         (served / path).parent.mkdir(parents=True, exist_ok=True)
         pq.write_table(pa.Table.from_pylist(rows), served / path)
+    identity = [[{"role": "user", "content": "Who are you?"}, {"role": "assistant", "content": "I am nanochat."}]] * 3
+    (served / "identity_conversations.jsonl").write_text("".join(json.dumps(c) + "\n" for c in identity))
     hub = ["mid_train={mixture: hub, num_iterations: 4, spelling_examples: 10}",
            "chat_sft={mixture: hub, num_iterations: 4, smoltalk_rows: 12, spelling_examples: 10}"]
-    with HubServer(served) as server:
+    with HubServer(served) as server:  # it also serves plain files under /files/
         env = {"HF_ENDPOINT": server.endpoint, "HF_HOME": str(tmp_path / "hf-home")}
-        snakemake(chat_run, ".nanochat/sft_checkpoints/model.pt", *CHAT, *hub, env=env)
+        url = f"chat_data={{identity_url: '{server.endpoint}/files/identity_conversations.jsonl'}}"
+        snakemake(chat_run, ".nanochat/sft_checkpoints/model.pt", *CHAT, *hub, url, env=env)
     assert record(chat_run, "mid_train.json")["mixture"] == {"smoltalk": 30, "mmlu_aux": 20, "gsm8k_train": 25,
-                                                             "spelling": 10}
+                                                             "identity": 6, "spelling": 10}
     assert record(chat_run, "sft_train.json")["mixture"] == {"arc_easy_train": 10, "arc_challenge_train": 5,
-                                                             "gsm8k_train": 25, "smoltalk": 12, "spelling": 10}
+                                                             "gsm8k_train": 25, "smoltalk": 12, "identity": 3,
+                                                             "spelling": 10}

@@ -84,3 +84,9 @@ def test_render_needs_no_optional_stage(tmp_path):
                               "val_bpb": 1.0, "history": history(1, "val_bpb")}}
     text = render(minimal, rl_enabled=False, hourly_rate=0)
     assert "## Midtraining\n\nNot run." in text and "RL: disabled in config" in text
+
+
+def test_snakemakes_own_html_report_works(chat_run):
+    snakemake(chat_run, "--report", str(chat_run / "report.html"), "report", *CHAT)
+    html = (chat_run / "report.html").read_text(errors="replace")
+    assert "loss.png" in html and "report.md" in html

@@ -3,7 +3,7 @@ import shlex
 import sys
 from pathlib import Path
 
-from nanochat.chat_data import HUB_CHAT_DATA, HUB_MIXTURES
+from nanochat.chat_data import HUB_CHAT_DATA, HUB_MIXTURES, IDENTITY_FILE
 from nanochat.tasks import HUB_TASKS, TASKS, hub_path
 
 # Jobs run `python -m nanochat...`: find the Python that runs Snakemake (e.g. an unactivated .venv)
@@ -33,7 +33,7 @@ def chat_mixture_inputs(stage: str, section: str) -> list[str]:
     """The downloaded dataset folders a chat stage's hub mixture reads (none for the offline mixture)."""
     if config[section]["mixture"] != "hub":
         return []
-    return [str(HUB_DIR / "snapshots" / name) for name in HUB_MIXTURES[stage]]
+    return [str(HUB_DIR / "snapshots" / name) for name in HUB_MIXTURES[stage]] + [str(HUB_DIR / IDENTITY_FILE)]
 
 
 CHAT_MIXTURE_DIRS = sorted(set(chat_mixture_inputs("mid", "mid_train") + chat_mixture_inputs("sft", "chat_sft")))

@@ -14,7 +14,7 @@ rule download_eval_bundle:
     conda:
         "../envs/data.yaml"
     shell:
-        "python -m nanochat.eval_bundle --url={params.url} --out={output.bundle} 2> {log}"
+        "python -m nanochat.fetch --kind=eval_bundle --url={params.url} --out={output.bundle} 2> {log}"
 
 
 rule base_eval:
@@ -76,6 +76,22 @@ rule download_hub_snapshot:
         "../envs/data.yaml"
     shell:
         "python -m nanochat.dataset --hf_repo={params.repo} {params.patterns} --out={output.folder} 2> {log}"
+
+
+# Upstream's identity conversations (a plain HTTPS file), verified; a download, so a local rule.
+rule download_identity:
+    localrule: True
+    output:
+        jsonl=str(HUB_DIR / IDENTITY_FILE),
+    params:
+        url=config["chat_data"]["identity_url"],
+    log:
+        log_path("download_identity"),
+    retries: 2
+    conda:
+        "../envs/data.yaml"
+    shell:
+        "python -m nanochat.fetch --kind=conversations --url={params.url} --out={output.jsonl} 2> {log}"
 
 
 rule chat_eval:
