@@ -54,6 +54,7 @@ def main(argv: list[str] | None = None) -> None:
 
     from nanochat.checkpoint import load_model
     from nanochat.compute import init_compute
+    from nanochat.engine import Engine
     from nanochat.loss_eval import eval_batches, evaluate_bpb
     from nanochat.tokenizer import Tokenizer
 
@@ -69,11 +70,12 @@ def main(argv: list[str] | None = None) -> None:
         record[f"{split}_bpb"] = evaluate_bpb(model, batches, token_bytes, compute)
         record["tokens_per_split"] = len(batches) * B * T
         log.info("%s: %.4f bits/byte over %d tokens", split, record[f"{split}_bpb"], len(batches) * B * T)
-    samples = []
+    samples, engine = [], Engine(model, tokenizer)
     for prompt in PROMPTS:
         tokens = tokenizer.encode(prompt, prepend_bos=True)
         with compute.autocast(decode=True):
-            completion = tokenizer.decode(list(model.generate(tokens, cfg.sample_tokens)))
+            [completion] = engine.generate_batch(tokens, 1, max_tokens=cfg.sample_tokens, temperature=0.0)
+        completion = tokenizer.decode(completion)
         samples.append({"prompt": prompt, "completion": completion})
         log.info("%s|%s", prompt, completion.replace("\n", "\\n"))
     write_json_atomic(args.out, {**record, "samples": samples, "device": str(compute.device), **run_record(started)})

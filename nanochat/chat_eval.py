@@ -77,13 +77,14 @@ def main(argv: list[str] | None = None) -> None:
 
     from nanochat.checkpoint import load_model
     from nanochat.compute import init_compute
+    from nanochat.engine import Engine
     from nanochat.tokenizer import Tokenizer
 
     started = time.time()
     compute = init_compute(args.device)
     model, meta = load_model(args.model_dir, compute.device)
     tokenizer = Tokenizer.load(args.tokenizer)
-    stop = frozenset({tokenizer.special_id("<|assistant_end|>"), tokenizer.bos_id})
+    engine = Engine(model, tokenizer)
     results = {}
     for task in names:
         display, kind, baseline, _, _ = TASKS[task]
@@ -105,7 +106,8 @@ def main(argv: list[str] | None = None) -> None:
             else:
                 ids = tokenizer.render_for_completion([{"role": "user", "content": generative_prompt(task, item)}])
                 with compute.autocast(decode=True):
-                    completion = tokenizer.decode(list(model.generate(ids, cfg.max_new_tokens, stop=stop)))
+                    [completion] = engine.generate_batch(ids, 1, max_tokens=cfg.max_new_tokens, temperature=0.0)
+                completion = tokenizer.decode(completion)
                 correct += check_answer(task, item, completion)
         accuracy = correct / len(items)
         results[display] = {"available": True, "accuracy": accuracy, "n": len(items), "baseline": baseline,

@@ -6,7 +6,8 @@ question's samples, and raise the log-probability of the sampled tokens in propo
         --gsm8k=hub/openai/gsm8k/main/train-00000-of-00001.parquet --out_dir=rl_checkpoints/ \
         --ckpt_dir=rl_checkpoints/steps
 
-Sampling is seeded by (question, sample), so a resumed run draws exactly the samples it would have.
+The samples of a question share one prefill (nanochat.engine, calculator tool included) and are seeded
+by the question's index, so a resumed run draws exactly the samples it would have.
 """
 
 import dataclasses
@@ -39,9 +40,11 @@ class RolloutLoader:
                  state: int = 0):
         if cfg.questions_per_step % world_size:
             raise ValueError(f"questions_per_step {cfg.questions_per_step} must be a multiple of {world_size}")
+        from nanochat.engine import Engine
+
         self.model, self.tokenizer, self.questions, self.cfg = model, tokenizer, questions, cfg
+        self.engine = Engine(model, tokenizer)
         self.accum, self.rank, self.taken = cfg.questions_per_step // world_size, rank, state
-        self.stop = frozenset({tokenizer.special_id("<|assistant_end|>"), tokenizer.bos_id})
         self.rewards: list[float] = []  # since the last `mean_reward()`
 
     def next_batch(self, device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -54,13 +57,11 @@ class RolloutLoader:
         prompt = self.tokenizer.render_for_completion([{"role": "user", "content": item["question"]}])
         end = self.tokenizer.special_id("<|assistant_end|>")
         self.model.eval()
-        rows, rewards = [], []
-        for s in range(self.cfg.samples_per_question):
-            answer = list(self.model.generate(prompt, self.cfg.max_new_tokens, self.cfg.temperature,
-                                              seed=g * 1000 + s, stop=self.stop, top_k=self.cfg.top_k))
-            rewards.append(float(check_answer("gsm8k", item, self.tokenizer.decode(answer))))
-            rows.append(answer + [end] if len(answer) < self.cfg.max_new_tokens else answer)
+        answers = self.engine.generate_batch(prompt, self.cfg.samples_per_question, max_tokens=self.cfg.max_new_tokens,
+                                             temperature=self.cfg.temperature, top_k=self.cfg.top_k, seed=g)
         self.model.train()
+        rewards = [float(check_answer("gsm8k", item, self.tokenizer.decode(a))) for a in answers]
+        rows = [a + [end] if len(a) < self.cfg.max_new_tokens else a for a in answers]
         self.rewards += rewards
         width = len(prompt) + max(map(len, rows)) - 1
         x = torch.full((len(rows), width), end, dtype=torch.long)

@@ -196,30 +196,5 @@ class GPT(nn.Module):
         return F.cross_entropy(logits.view(-1, logits.size(-1)), targets.reshape(-1), ignore_index=-1,
                                reduction=loss_reduction)
 
-    @torch.no_grad()
-    def generate(self, tokens: list[int], max_tokens: int, temperature: float = 0.0, seed: int = 42,
-                 stop: frozenset[int] = frozenset(), top_k: int = 0):
-        """Yield up to `max_tokens` next tokens after `tokens`, using a KV cache (greedy at temperature 0,
-        else sampled from the `top_k` most likely, all if 0), ending after a token in `stop` (not yielded)."""
-        device = self.lm_head.weight.device
-        c = self.config
-        cache = KVCache(1, c.n_kv_head, len(tokens) + max_tokens, c.n_embd // c.n_head, c.n_layer, device)
-        rng = torch.Generator(device=device).manual_seed(seed)
-        ids = torch.tensor([tokens], dtype=torch.long, device=device)
-        for _ in range(max_tokens):
-            logits = self(ids, kv_cache=cache)[:, -1, :]
-            if temperature > 0:
-                if top_k:
-                    kth = torch.topk(logits, min(top_k, logits.size(-1))).values[:, -1:]
-                    logits = logits.masked_fill(logits < kth, float("-inf"))
-                probs = F.softmax(logits / temperature, dim=-1)
-                ids = torch.multinomial(probs, 1, generator=rng)
-            else:
-                ids = logits.argmax(dim=-1, keepdim=True)
-            token = int(ids.item())
-            if token in stop:
-                return
-            yield token
-
     def export_config(self) -> dict:
         return asdict(self.config)
