@@ -52,8 +52,14 @@ class ChatStage:
     stop: Any
     started: float
 
-    def train(self, loader, steps: int, evaluate, metric: str, tokens_per_step: int, loss_fn=None) -> None:
+    def train(self, loader, steps: int, evaluate, metric: str, tokens_per_step: int, loss_fn=None,
+              evaluate_first: bool = False) -> None:
+        """Train to `steps`; with `evaluate_first`, measure `metric` before the first step too (kept in the
+        step checkpoints' meta, so a resumed run still reports the value from before training)."""
         from nanochat.training import train_loop
+
+        if evaluate_first and not self.history:
+            self.meta[f"initial_{metric}"] = round(evaluate(), 5)
 
         log.info("%s: %d steps on %d x %s", self.name, steps, self.compute.world_size, self.compute.device)
         train_loop(self.model, self.optimizers, loader, steps=steps, warmdown_ratio=self.cfg.warmdown_ratio,
@@ -73,7 +79,7 @@ class ChatStage:
             write_json_atomic(self.args.out_dir / f"{self.name}_train.json", {
                 "settings": dataclasses.asdict(self.cfg), "num_steps": steps, "world_size": self.compute.world_size,
                 "device": str(self.compute.device), "final_loss": last["loss"], metric: last[metric],
-                f"initial_{metric}": next((h[metric] for h in self.history if metric in h), None),
+                f"initial_{metric}": self.meta.get(f"initial_{metric}"),
                 "history": self.history, **record, **run_record(self.started)})
         shutdown(self.compute)
 
@@ -112,7 +118,8 @@ def setup(settings_cls: type, name: str, doc: str, argv: list[str] | None, **ext
     resumed = checkpoints.load_latest(model, optimizers)
     state, loader_state = resumed if resumed else ({"history": []}, None)
     meta = {"settings": dataclasses.asdict(cfg), "model_config": model.export_config(), "stage": name,
-            "tokenizer": str(args.tokenizer), "base_lrs": lrs, "parent": str(args.parent_dir)}
+            "tokenizer": str(args.tokenizer), "base_lrs": lrs, "parent": str(args.parent_dir),
+            **{k: v for k, v in state.items() if k.startswith("initial_")}}
     return ChatStage(name, args, cfg, rt, compute, Tokenizer.load(args.tokenizer), model, optimizers, checkpoints,
                      state["history"], loader_state, meta, stop, started)
 
@@ -141,6 +148,6 @@ def train_on_conversations(settings_cls: type, name: str, pack: bool, doc: str, 
         stage.model.train()
         return loss
 
-    stage.train(loader, steps, validation_loss, "val_loss", cfg.rows_per_step * T)
+    stage.train(loader, steps, validation_loss, "val_loss", cfg.rows_per_step * T, evaluate_first=True)
     stage.finish(steps, "val_loss", {"mixture": composition, "train_conversations": len(train),
                                      "val_conversations": len(val)})
