@@ -1,0 +1,67 @@
+"""profiles/ptolemy, unchanged, against a real one-node SLURM shaped like a Ptolemy GPU node
+(tests/slurm/twin.sh, which .ci/run starts). Only what cannot be the same is changed, on the command
+line: the tiny preset instead of d20 (so base_dir is a temporary folder, not /scratch), and SLURM job
+status from squeue because the twin keeps no accounting database."""
+
+import re
+import subprocess
+
+import pytest
+
+from conftest import snakemake
+
+TWIN = ["--configfile", "config/presets/tiny.yaml", "--slurm-status-command", "squeue",
+        "--slurm-init-seconds-before-status-checks", "2"]
+TARGET = ".nanochat/base_checkpoints/model.pt"
+CONFIG = ["--config", "tokenizer={vocab_size: 512}", "base_train={num_iterations: 5}"]
+
+
+def twin_running() -> bool:
+    try:
+        return "gpu-a100" in subprocess.run(["sinfo", "-h", "-o", "%P"], capture_output=True, text=True,
+                                            timeout=10).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+
+
+pytestmark = pytest.mark.skipif(not twin_running(), reason="no SLURM twin (tests/slurm/twin.sh start)")
+
+
+def submitted_jobs(output: str) -> dict[str, dict[str, str]]:
+    """Rule -> the `scontrol show job` fields of its (last) SLURM job, from Snakemake's submission lines."""
+    jobs = {}
+    for job_id, rule in re.findall(r"submitted with SLURM jobid (\d+) \(log: \S*/rule_(\w+?)/", output):
+        record = subprocess.run(["scontrol", "show", "job", job_id], capture_output=True, text=True).stdout
+        jobs[rule] = dict(re.findall(r"(\w+)=(\S*)", record))
+    return jobs
+
+
+def hours(limit: str) -> float:
+    h, m, s = map(int, limit.split("-")[-1].split(":"))
+    return h + m / 60 + s / 3600
+
+
+def test_jobs_carry_ptolemys_account_partition_gpus_limit_and_mail(tmp_path):
+    result = snakemake(tmp_path, TARGET, *TWIN, *CONFIG, profile="ptolemy", env={"EMAIL": "student@example.edu"},
+                       timeout=900)
+    assert (tmp_path / TARGET).is_file()
+    jobs = submitted_jobs(result.stdout + result.stderr)
+    assert set(jobs) == {"offline_shard", "tok_train", "base_train"}
+    for rule, job in jobs.items():
+        assert job["JobState"] == "COMPLETED", (rule, job)
+        assert job["Account"] == "class-cse8990" and job["Partition"] == "gpu-a100"
+        assert hours(job["TimeLimit"]) <= 12
+        assert job["MailUser"] == "student@example.edu" and job["MailType"] == "END,FAIL"
+    assert jobs["base_train"]["TresPerNode"] == "gres:gpu:a100:8"
+    assert jobs["base_train"]["TimeLimit"] == "12:00:00"
+
+
+def test_without_an_address_no_mail_flags_and_one_notice(tmp_path):
+    result = snakemake(tmp_path, ".nanochat/tokenizer/tokenizer.json", *TWIN, *CONFIG, profile="ptolemy",
+                       env={"EMAIL": ""}, timeout=900)
+    output = result.stdout + result.stderr
+    assert output.count("No e-mail address") == 1
+    jobs = submitted_jobs(output)
+    assert set(jobs) == {"offline_shard", "tok_train"}
+    for job in jobs.values():
+        assert job.get("MailType", "NONE") == "NONE" and "MailUser" not in job and job["JobState"] == "COMPLETED"
