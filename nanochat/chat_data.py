@@ -21,7 +21,6 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
-import torch
 import yaml
 
 from nanochat.tokenizer import Tokenizer
@@ -169,7 +168,10 @@ class ChatLoader:
         self.pad = tokenizer.special_id("<|assistant_end|>")
         self.taken = state
 
-    def next_batch(self, device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
+    def next_batch(self, device="cpu"):
+        """(inputs, targets), each a (B, T) tensor on `device`."""
+        import torch  # here, not at the top: the workflow imports this module's constants
+
         step, micro = divmod(self.taken, self.accum)
         g = step * self.K + self.rank * self.accum + micro  # global micro-batch index
         self.taken += 1

@@ -12,8 +12,6 @@ by the question's index, so a resumed run draws exactly the samples it would hav
 
 import dataclasses
 
-import torch
-
 from nanochat import chat_train
 
 
@@ -47,7 +45,10 @@ class RolloutLoader:
         self.accum, self.rank, self.taken = cfg.questions_per_step // world_size, rank, state
         self.rewards: list[float] = []  # since the last `mean_reward()`
 
-    def next_batch(self, device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def next_batch(self, device):
+        """(inputs, targets, advantages) of one question's samples, on `device`."""
+        import torch  # here, not at the top: the workflow imports this module's settings
+
         from nanochat.chat_eval import check_answer
 
         step, micro = divmod(self.taken, self.accum)
@@ -82,7 +83,7 @@ class RolloutLoader:
         return self.taken
 
 
-def policy_gradient_loss(model, batch) -> torch.Tensor:
+def policy_gradient_loss(model, batch):
     """-(advantage x log-probability of each sampled token), averaged over the sampled tokens."""
     x, y, advantages = batch
     nll = model(x, y, loss_reduction="none").view(y.shape)  # 0 where the target is -1
