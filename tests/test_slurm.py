@@ -7,6 +7,7 @@ import re
 import subprocess
 
 import pytest
+import torch
 
 from conftest import snakemake
 
@@ -27,13 +28,18 @@ def twin_running() -> bool:
 pytestmark = pytest.mark.skipif(not twin_running(), reason="no SLURM twin (tests/slurm/twin.sh start)")
 
 
-def submitted_jobs(output: str) -> dict[str, dict[str, str]]:
-    """Rule -> the `scontrol show job` fields of its (last) SLURM job, from Snakemake's submission lines."""
-    jobs = {}
+def submissions(output: str) -> list[tuple[str, dict[str, str]]]:
+    """(rule, `scontrol show job` fields) of every SLURM job, in submission order, from Snakemake's output."""
+    jobs = []
     for job_id, rule in re.findall(r"submitted with SLURM jobid (\d+) \(log: \S*/rule_(\w+?)/", output):
         record = subprocess.run(["scontrol", "show", "job", job_id], capture_output=True, text=True).stdout
-        jobs[rule] = dict(re.findall(r"(\w+)=(\S*)", record))
+        jobs.append((rule, {"JobId": job_id, **dict(re.findall(r"(\w+)=(\S*)", record))}))
     return jobs
+
+
+def submitted_jobs(output: str) -> dict[str, dict[str, str]]:
+    """Rule -> the fields of its last SLURM job."""
+    return dict(submissions(output))
 
 
 def hours(limit: str) -> float:
@@ -65,3 +71,22 @@ def test_without_an_address_no_mail_flags_and_one_notice(tmp_path):
     assert set(jobs) == {"offline_shard", "tok_train"}
     for job in jobs.values():
         assert job.get("MailType", "NONE") == "NONE" and "MailUser" not in job and job["JobState"] == "COMPLETED"
+
+
+@pytest.mark.slow
+def test_a_job_killed_at_its_time_limit_is_resubmitted_and_resumes_to_the_same_model(tmp_path):
+    """Base training with a 1-minute limit: SLURM's SIGTERM makes the trainer checkpoint, SLURM records
+    TIMEOUT, the rule's `retries` resubmit, the new job resumes, and the result equals an unlimited run."""
+    config = ["--config", "tokenizer={vocab_size: 512}", "base_train={num_iterations: 1000}",
+              "runtime={checkpoint_every: 50, eval_every: 500}"]
+    snakemake(tmp_path / "straight", TARGET, *TWIN, *config, profile="ptolemy", timeout=900)
+    limited = snakemake(tmp_path / "limited", TARGET, *TWIN, *config, "--set-resources", "base_train:runtime=1",
+                        profile="ptolemy", timeout=1200)
+    runs = [job for rule, job in submissions(limited.stdout + limited.stderr) if rule == "base_train"]
+    assert len(runs) >= 2 and runs[0]["JobState"] == "TIMEOUT" and runs[-1]["JobState"] == "COMPLETED"
+    log = (tmp_path / "limited/.nanochat/logs/base_train/base_train.log").read_text()  # the last attempt's
+    resumed_at = int(re.search(r"resuming from \S+step_(\d+)", log).group(1))
+    assert resumed_at % 50, "resumed from a periodic checkpoint, not from the one written on SLURM's SIGTERM"
+    straight, resumed = (torch.load(tmp_path / run / TARGET) for run in ("straight", "limited"))
+    assert all(torch.equal(straight[k], resumed[k]) for k in straight)
+    print("SLURM base_train jobs:", [(j["JobId"], j["JobState"], j["TimeLimit"]) for j in runs])
