@@ -158,8 +158,9 @@ def train_loop(model, optimizers: list, loader, *, steps: int, warmdown_ratio: f
             checkpoints.save(step, model, optimizers, loader.state_dict(), {**meta, "history": history})
         if stop:
             log.warning("stopped at step %d on %s; rerun to resume", step, stop.signal)
-            if compute.distributed:
-                torch.distributed.destroy_process_group()
+            from nanochat.compute import shutdown
+
+            shutdown(compute)
             sys.exit(RESUMABLE_EXIT)
     history[-1][metric] = round(evaluate(), 5)
     if wandb_run:
