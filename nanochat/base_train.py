@@ -91,7 +91,7 @@ def main(argv: list[str] | None = None) -> None:
     compute = init_compute(rt.device)
     if not compute.is_master:
         logging.getLogger().setLevel(logging.WARNING)
-    stop = StopRequest()
+    stop = StopRequest(rt.stop_before_limit)
     tokenizer = Tokenizer.load(args.tokenizer)
     token_bytes = torch.load(token_bytes_path)
     B, T = cfg.device_batch_size, cfg.max_seq_len

@@ -109,7 +109,7 @@ def setup(settings_cls: type, name: str, doc: str, argv: list[str] | None, **ext
     compute = init_compute(rt.device)
     if not compute.is_master:
         logging.getLogger().setLevel(logging.WARNING)
-    stop = StopRequest()
+    stop = StopRequest(rt.stop_before_limit)
     model, parent_meta = load_model(args.parent_dir, compute.device)
     model.train()
     lrs = base_lrs(parent_meta)

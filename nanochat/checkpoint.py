@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from nanochat.common import write_json_atomic
+from nanochat.common import also_log_to, write_json_atomic
 from nanochat.compute import Compute
 
 log = logging.getLogger("nanochat.checkpoint")
@@ -43,7 +43,10 @@ def set_rng_state(state: dict[str, Any]) -> None:
 
 class StepCheckpoints:
     def __init__(self, root: Path, compute: Compute):
+        """Step checkpoints of one run under `root`, whose train.log gathers the log of every attempt."""
         self.root, self.compute = Path(root), compute
+        if compute.is_master:
+            also_log_to(self.root / "train.log")
 
     def complete(self) -> list[Path]:
         """Complete checkpoint folders, newest first."""

@@ -12,12 +12,23 @@ from typing import Any, Iterable
 log = logging.getLogger("nanochat")
 
 
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
 def setup_logging() -> None:
     """One readable line per event, to stderr (Snakemake redirects it into the rule's log file)."""
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format=LOG_FORMAT, datefmt="%H:%M:%S")
     for chatty in ("httpx", "httpx2", "urllib3", "filelock"):  # one line per HTTP request otherwise
         logging.getLogger(chatty).setLevel(logging.WARNING)
+
+
+def also_log_to(path: Path) -> None:
+    """Append every log line to `path` too, dated: a rule's log is emptied when Snakemake reruns the job
+    (a retry after a time limit), so a log beside the step checkpoints keeps every attempt."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handler = logging.FileHandler(path)
+    handler.setFormatter(logging.Formatter(LOG_FORMAT, datefmt="%Y-%m-%d %H:%M:%S"))
+    logging.getLogger().addHandler(handler)
 
 
 def go_offline() -> None:

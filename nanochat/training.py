@@ -2,8 +2,11 @@
 
 import contextlib
 import dataclasses
+import datetime
 import logging
+import os
 import signal
+import subprocess
 import sys
 import time
 from typing import Callable
@@ -22,6 +25,7 @@ class RuntimeSettings:
     eval_every: int = 250  # optimizer steps between validation bits-per-byte evaluations (0: only at the end)
     eval_tokens: int = 10_485_760  # validation tokens per evaluation, over all processes
     log_every: int = 10  # optimizer steps between progress lines
+    stop_before_limit: int = 300  # seconds before a SLURM job's time limit to checkpoint and exit 75 for a resubmission (0: only at SIGTERM)
     wandb_project: str = "nanochat"  # Weights & Biases project
     wandb_run: str = ""  # Weights & Biases run name; empty: no wandb at all (nothing is skipped)
 
@@ -40,21 +44,53 @@ def muon_momentum(step: int) -> float:
     return (1 - frac) * 0.85 + frac * 0.95
 
 
-class StopRequest:
-    """SIGTERM (SLURM's time limit, Ctrl-C of a parent) or SIGUSR1 (an early warning) asks training to
-    write a step checkpoint at the next step boundary and exit with RESUMABLE_EXIT."""
+def slurm_job_end() -> float | None:
+    """When SLURM ends this job (Unix time), asked of squeue; None outside SLURM or if squeue cannot say."""
+    job = os.environ.get("SLURM_JOB_ID")
+    if not job:
+        return None
+    try:
+        end = subprocess.run(["squeue", "-h", "-j", job, "-o", "%e"], capture_output=True, text=True,
+                             timeout=30).stdout.strip()
+        return datetime.datetime.fromisoformat(end).timestamp()  # squeue prints local time
+    except (OSError, subprocess.TimeoutExpired, ValueError):
+        log.warning("SLURM job %s: end time unknown (squeue), relying on SIGTERM at the limit", job)
+        return None
 
-    def __init__(self):
-        self.signal: str | None = None
+
+class StopRequest:
+    """When training should write a step checkpoint and exit with RESUMABLE_EXIT, to be resumed by a rerun:
+    on SIGTERM (SLURM's time limit, a cancel, Ctrl-C of a parent), on SIGUSR1 (a warning anyone can send),
+    or, in a SLURM job, once the next step would end within `margin` seconds of the job's time limit.
+
+    The deadline replaces `sbatch --signal`: under Snakemake's SLURM executor a warning signal kills
+    the job's shell (`B:`) or the Snakemake process inside the job step (without `B:`), not just
+    the trainer, so the job would die before the checkpoint is written."""
+
+    def __init__(self, margin: float):
+        self.reason: str | None = None
+        self.deadline = slurm_job_end() if margin > 0 else None
+        if self.deadline:  # at most a quarter of what is left, so that a short job still makes progress
+            self.margin = min(margin, (self.deadline - time.time()) / 4)
+            log.info("SLURM job ends at %s: checkpointing and exiting %d s before",
+                     datetime.datetime.fromtimestamp(self.deadline).strftime("%Y-%m-%d %H:%M:%S"), self.margin)
         for sig in (signal.SIGTERM, signal.SIGUSR1):
             signal.signal(sig, self._handle)
 
     def _handle(self, signum, frame) -> None:
-        self.signal = signal.Signals(signum).name
-        log.warning("%s received: checkpointing at the end of this step", self.signal)
+        self.reason = signal.Signals(signum).name
+        log.warning("%s received: checkpointing at the end of this step", self.reason)
 
-    def __bool__(self) -> bool:
-        return self.signal is not None
+    def due(self, step_seconds: float, compute) -> bool:
+        """Whether to stop after this step; every process of a DDP run gets the same answer."""
+        import torch
+
+        if not self.reason and self.deadline and time.time() + step_seconds + self.margin >= self.deadline:
+            self.reason = f"the SLURM time limit in {format_duration(self.deadline - time.time())}"
+        flag = torch.tensor(float(self.reason is not None), device=compute.device)
+        if compute.all_reduce(flag, op=torch.distributed.ReduceOp.MAX).item() and not self.reason:
+            self.reason = "another process's stop request"
+        return self.reason is not None
 
 
 def format_duration(seconds: float) -> str:
@@ -154,10 +190,11 @@ def train_loop(model, optimizers: list, loader, *, steps: int, warmdown_ratio: f
         history.append(entry)
         if wandb_run:
             wandb_run.log(entry, step=step)
-        if stop or (runtime.checkpoint_every and step % runtime.checkpoint_every == 0 and step < steps):
+        stopping = step < steps and stop.due(time.time() - t0, compute)
+        if stopping or (runtime.checkpoint_every and step % runtime.checkpoint_every == 0 and step < steps):
             checkpoints.save(step, model, optimizers, loader.state_dict(), {**meta, "history": history})
-        if stop:
-            log.warning("stopped at step %d on %s; rerun to resume", step, stop.signal)
+        if stopping:
+            log.warning("stopped at step %d on %s; rerun to resume", step, stop.reason)
             from nanochat.compute import shutdown
 
             shutdown(compute)

@@ -4,6 +4,7 @@ import http.server
 import json
 import math
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -108,6 +109,47 @@ def test_two_process_ddp_matches_one_process(tiny_run, tmp_path):
     for a, b in zip(one["history"], two["history"]):
         assert a["loss"] == pytest.approx(b["loss"], rel=1e-3)
     assert one["val_bpb"] == pytest.approx(two["val_bpb"], rel=1e-3)
+
+
+def rank_pid(rank: int) -> int | None:
+    """The pid of the torchrun worker with this RANK."""
+    for proc in Path("/proc").iterdir():
+        try:
+            if b"nanochat.base_train" in (proc / "cmdline").read_bytes() and \
+                    f"RANK={rank}".encode() in (proc / "environ").read_bytes().split(b"\0"):
+                return int(proc.name)
+        except (OSError, ValueError):
+            continue
+    return None
+
+
+def test_sigusr1_to_one_ddp_process_checkpoints_every_rank_and_the_rerun_resumes(tiny_run, tmp_path):
+    """The stop request is agreed by all processes at the same step, so a warning signal that reaches one
+    rank still gives one complete checkpoint (not a hang in the next all-reduce), exit 75 and a resume."""
+    base = tiny_run / ".nanochat"
+    shards = sorted(str(p) for p in (base / "base_data/offline").glob("shard_*.parquet"))
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m",
+           "nanochat.base_train", "--depth=2", "--max_seq_len=64", "--device_batch_size=2",
+           "--total_batch_size=256", "--num_iterations=400", "--eval_every=0", "--checkpoint_every=0",
+           "--eval_tokens=2048", "--log_every=1", f"--tokenizer={base}/tokenizer/tokenizer.json",
+           f"--val={shards[-1]}", f"--out_dir={tmp_path}", f"--ckpt_dir={tmp_path}/steps", *shards[:-1]]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while not any("step  10/400" in log.read_text() for log in tmp_path.glob("steps/*/train.log")):
+        assert proc.poll() is None and time.time() < deadline, "training did not reach step 10"
+        time.sleep(0.1)
+    os.kill(rank_pid(1), signal.SIGUSR1)
+    assert proc.wait(timeout=120) != 0
+    [log] = tmp_path.glob("steps/*/train.log")  # rank 0's, which did not get the signal
+    stopped = int(re.search(r"stopped at step (\d+) on another process's stop request", log.read_text()).group(1))
+    assert 10 <= stopped < 400
+    folder = log.parent / f"step_{stopped:06d}"
+    assert {"model.pt", "rank0.pt", "rank1.pt", "meta.json"} <= {p.name for p in folder.iterdir()}
+
+    subprocess.run(cmd, env=env, check=True, capture_output=True, timeout=300)
+    assert f"resuming from {folder}" in log.read_text()  # the same file keeps both attempts
+    assert len(json.loads((tmp_path / "base_train.json").read_text())["history"]) == 400
 
 
 def test_core_without_a_bundle_says_not_available(straight_run):
