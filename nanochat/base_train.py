@@ -6,7 +6,7 @@
 
 Step checkpoints go to --ckpt_dir/<run hash>/ (the hash covers the settings and the tokenizer, so
 a changed run never resumes from another's state). On start the newest complete one is restored.
-SIGTERM/SIGUSR1 write a checkpoint and exit with status 75; rerunning continues from there.
+SIGTERM, SIGINT (Ctrl-C) and SIGUSR1 write a checkpoint and exit with status 75; rerunning continues from there.
 """
 
 import argparse

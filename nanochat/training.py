@@ -60,7 +60,7 @@ def slurm_job_end() -> float | None:
 
 class StopRequest:
     """When training should write a step checkpoint and exit with RESUMABLE_EXIT, to be resumed by a rerun:
-    on SIGTERM (SLURM's time limit, a cancel, Ctrl-C of a parent), on SIGUSR1 (a warning anyone can send),
+    on SIGTERM (SLURM's time limit, a cancel), SIGINT (Ctrl-C), SIGUSR1 (a warning anyone can send),
     or, in a SLURM job, once the next step would end within `margin` seconds of the job's time limit.
 
     The deadline replaces `sbatch --signal`: under Snakemake's SLURM executor a warning signal kills
@@ -74,7 +74,7 @@ class StopRequest:
             self.margin = min(margin, (self.deadline - time.time()) / 4)
             log.info("SLURM job ends at %s: checkpointing and exiting %d s before",
                      datetime.datetime.fromtimestamp(self.deadline).strftime("%Y-%m-%d %H:%M:%S"), self.margin)
-        for sig in (signal.SIGTERM, signal.SIGUSR1):
+        for sig in (signal.SIGTERM, signal.SIGUSR1, signal.SIGINT):
             signal.signal(sig, self._handle)
 
     def _handle(self, signum, frame) -> None:

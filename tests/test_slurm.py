@@ -4,12 +4,18 @@ line: the tiny preset instead of d20 (so base_dir is a temporary folder, not /sc
 status from squeue because the twin keeps no accounting database."""
 
 import json
+import os
 import re
 import subprocess
+import sys
+import time
+from pathlib import Path
 
 import pytest
 
-from conftest import snakemake
+from conftest import REPO, jobs_run, snakemake
+from hub_server import HubServer
+from nanochat.dataset import build_offline_shard, shard_name
 
 TWIN = ["--configfile", "config/presets/tiny.yaml", "--slurm-status-command", "squeue",
         "--slurm-init-seconds-before-status-checks", "2"]
@@ -26,6 +32,11 @@ def twin_running() -> bool:
 
 
 pytestmark = pytest.mark.skipif(not twin_running(), reason="no SLURM twin (tests/slurm/twin.sh start)")
+
+
+def with_venv_path() -> dict[str, str]:
+    """This environment with the running Python's bin folder first, as an activated venv has it."""
+    return {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
 
 
 def submissions(output: str) -> list[tuple[str, dict[str, str]]]:
@@ -73,26 +84,156 @@ def test_without_an_address_no_mail_flags_and_one_notice(tmp_path):
         assert job.get("MailType", "NONE") == "NONE" and "MailUser" not in job and job["JobState"] == "COMPLETED"
 
 
+@pytest.fixture(scope="module")
+def straight_1000(tmp_path_factory) -> Path:
+    """1,000 tiny base-training steps through SLURM without a limit: what an interrupted run must end at."""
+    workdir = tmp_path_factory.mktemp("straight")
+    snakemake(workdir, TARGET, *TWIN, *LONG, profile="ptolemy", timeout=900)
+    return workdir
+
+
+LONG = ["--config", "tokenizer={vocab_size: 512}", "base_train={num_iterations: 1000}",
+        "runtime={checkpoint_every: 50, eval_every: 500, stop_before_limit: %d}"]
+
+
 @pytest.mark.slow
-def test_a_job_killed_at_its_time_limit_is_resubmitted_and_resumes_to_the_same_model(tmp_path):
-    """Base training with a 1-minute limit: SLURM's SIGTERM makes the trainer checkpoint, SLURM records
-    TIMEOUT, the rule's `retries` resubmit, the new job resumes, and it ends where an unlimited run ends."""
-    config = ["--config", "tokenizer={vocab_size: 512}", "base_train={num_iterations: 1000}",
-              "runtime={checkpoint_every: 50, eval_every: 500}"]
-    snakemake(tmp_path / "straight", TARGET, *TWIN, *config, profile="ptolemy", timeout=900)
-    limited = snakemake(tmp_path / "limited", TARGET, *TWIN, *config, "--set-resources", "base_train:runtime=1",
+@pytest.mark.parametrize("stop_before_limit, first_state", [(300, "FAILED"), (0, "TIMEOUT")],
+                         ids=["stops-before-the-limit", "killed-at-the-limit"])
+def test_a_job_out_of_time_checkpoints_is_resubmitted_and_resumes_to_the_same_model(
+        straight_1000, tmp_path, stop_before_limit, first_state):
+    """Base training with a 1-minute limit. By default the trainer reads the job's end time from squeue,
+    checkpoints shortly before it and exits 75 (FAILED, before the limit); with stop_before_limit 0 it
+    runs into the limit, SLURM's SIGTERM makes it checkpoint (TIMEOUT). Either way the rule's `retries`
+    resubmit it, the new job resumes, and the run ends where an unlimited run ends."""
+    config = LONG[:-1] + [LONG[-1] % stop_before_limit]
+    limited = snakemake(tmp_path, TARGET, *TWIN, *config, "--set-resources", "base_train:runtime=1",
                         profile="ptolemy", timeout=1200)
     runs = [job for rule, job in submissions(limited.stdout + limited.stderr) if rule == "base_train"]
-    assert len(runs) >= 2 and runs[0]["JobState"] == "TIMEOUT" and runs[-1]["JobState"] == "COMPLETED"
-    log = (tmp_path / "limited/.nanochat/logs/base_train/base_train.log").read_text()  # the last attempt's
-    resumed_at = int(re.search(r"resuming from \S+step_(\d+)", log).group(1))
-    assert resumed_at % 50, "resumed from a periodic checkpoint, not from the one written on SLURM's SIGTERM"
+    print("SLURM base_train jobs:", [(j["JobId"], j["JobState"], j["RunTime"], j["TimeLimit"]) for j in runs])
+    assert len(runs) >= 2 and runs[0]["JobState"] == first_state and runs[-1]["JobState"] == "COMPLETED"
+    [log] = (tmp_path / ".nanochat/base_checkpoints/steps").glob("*/train.log")  # every attempt's lines
+    stops = re.findall(r"stopped at step (\d+) on (.+?); rerun", log.read_text())
+    expected = "the SLURM time limit in " if stop_before_limit else "SIGTERM"
+    assert stops and all(reason.startswith(expected) for _, reason in stops), stops
+    resumed = [int(step) for step in re.findall(r"resuming from \S+step_(\d+)", log.read_text())]
+    assert resumed == [int(step) for step, _ in stops]  # each attempt continued from the previous one's stop
+    assert all(step % 50 for step in resumed), "resumed from a periodic checkpoint, not the stop's"
     # Not bit-exact here, unlike the local resume test: a SLURM job asks for 16 CPUs (the profile's
     # request), so on this 2-core twin 16 threads share 2 cores and some CPU kernels then reduce in a
     # varying order. The same final loss, to the tolerance that leaves, is what the resume must give.
-    straight, resumed = (json.loads((tmp_path / run / ".nanochat/base_checkpoints/base_train.json").read_text())
-                         for run in ("straight", "limited"))
-    assert len(resumed["history"]) == 1000
-    assert resumed["final_loss"] == pytest.approx(straight["final_loss"], rel=2e-2)
-    assert resumed["val_bpb"] == pytest.approx(straight["val_bpb"], rel=2e-2)
-    print("SLURM base_train jobs:", [(j["JobId"], j["JobState"], j["TimeLimit"]) for j in runs])
+    straight, result = (json.loads((run / ".nanochat/base_checkpoints/base_train.json").read_text())
+                        for run in (straight_1000, tmp_path))
+    assert len(result["history"]) == 1000
+    assert result["final_loss"] == pytest.approx(straight["final_loss"], rel=2e-2)
+    assert result["val_bpb"] == pytest.approx(straight["val_bpb"], rel=2e-2)
+
+
+# The whole tiny pipeline on fineweb-edu-format shards served by a local hub (the devel node's
+# internet), kept small: 5 steps per training stage, 2 problems per chat task.
+HUB_REPO = "test/fineweb-edu"
+ALL = ["--config", f"data={{source: fineweb-edu, num_shards: 3, hf_repo: {HUB_REPO}}}", "tokenizer={vocab_size: 512}",
+       "base_train={num_iterations: 5}", "base_loss={split_tokens: 8192}", "mid_train={num_iterations: 5}",
+       "chat_sft={num_iterations: 5}", "chat_eval={max_problems: 2, max_new_tokens: 16}",
+       "runtime={eval_tokens: 8192}"]
+
+
+@pytest.fixture(scope="module")
+def hub(tmp_path_factory):
+    served = tmp_path_factory.mktemp("hub")
+    (served / HUB_REPO).mkdir(parents=True)
+    for i in range(3):
+        build_offline_shard(i, 3, served / HUB_REPO / shard_name(i))
+    with HubServer(served) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def cluster_run(tmp_path_factory, hub) -> dict:
+    """`all` through SLURM twice: first with SFT failing (its step-checkpoint folder is blocked by a file,
+    as a full or read-only scratch would), then, the fault removed, the same command again."""
+    workdir = tmp_path_factory.mktemp("cluster")
+    blocker = workdir / ".nanochat/sft_checkpoints/steps"
+    blocker.parent.mkdir(parents=True)
+    blocker.write_text("not a folder")
+    env = {"HF_ENDPOINT": hub.endpoint, "HF_HOME": str(workdir / "hf-home"), "EMAIL": "student@example.edu"}
+    failed = snakemake(workdir, "all", *TWIN, *ALL, profile="ptolemy", env=env, check=False, timeout=1500)
+    first = submissions(failed.stdout + failed.stderr)  # read now: SLURM forgets finished jobs after 5 min
+    requests_after_first = len(hub.requests)
+    mid_eval = workdir / ".nanochat/eval/chat_eval_mid.json"
+    mid_eval_written = mid_eval.stat().st_mtime_ns
+    blocker.unlink()
+    rerun = snakemake(workdir, "all", *TWIN, *ALL, profile="ptolemy", env=env, timeout=900)
+    return {"workdir": workdir, "failed": failed, "rerun": rerun, "env": env, "first": first,
+            "second": submissions(rerun.stdout + rerun.stderr),
+            "hub_requests": (requests_after_first, len(hub.requests)),
+            "mid_eval_unchanged": mid_eval.stat().st_mtime_ns == mid_eval_written}
+
+
+@pytest.mark.slow  # the whole tiny pipeline through SLURM: about 7 minutes on 2 cores
+def test_all_runs_downloads_locally_and_every_compute_rule_as_a_slurm_job(cluster_run):
+    failed, first, second = cluster_run["failed"], cluster_run["first"], cluster_run["second"]
+    assert failed.returncode != 0
+    downloads = "localrule download_shard:"
+    assert (failed.stdout + failed.stderr).count(downloads) == 3, "the shards were not downloaded locally"
+    submitted = {rule for rule, _ in first + second}
+    # Local besides the downloads: `all` (a target, no command) and the report (seconds of Markdown and plots).
+    planned = set(jobs_run(failed)) - {"all", "download_shard", "report"}  # every job of the first run's plan
+    assert submitted == planned and "download_shard" not in submitted
+    assert {"tok_train", "base_train", "mid_train", "chat_sft", "chat_eval"} <= submitted
+    for rule, job in second:
+        assert job["JobState"] == "COMPLETED", (rule, job)
+    assert (cluster_run["workdir"] / ".nanochat/report/report.md").is_file()
+    nothing = snakemake(cluster_run["workdir"], "-n", "all", *TWIN, *ALL, profile="ptolemy", env=cluster_run["env"])
+    assert "Nothing to be done" in nothing.stdout + nothing.stderr
+    assert cluster_run["hub_requests"][0] == cluster_run["hub_requests"][1], "the rerun downloaded again"
+
+
+@pytest.mark.slow  # the whole tiny pipeline through SLURM: about 7 minutes on 2 cores
+def test_after_a_failed_sft_the_same_command_reruns_sft_its_eval_and_the_report_only(cluster_run):
+    failed, first, second = cluster_run["failed"], cluster_run["first"], cluster_run["second"]
+    sft_jobs = [job for rule, job in first if rule == "chat_sft"]
+    assert len(sft_jobs) == 4 and all(job["JobState"] == "FAILED" for job in sft_jobs)  # 1 + `retries: 3`
+    for job in sft_jobs:  # the Snakemake inside a job does not retry on its own as well
+        log = cluster_run["workdir"] / f".snakemake/slurm_logs/rule_chat_sft/{job['JobId']}.log"
+        assert "Trying to restart" not in log.read_text()
+    done_first = {rule for rule, job in first if job["JobState"] == "COMPLETED"}
+    assert {"base_train", "mid_train", "base_loss", "base_eval"} <= done_first  # keep-going: not held up by SFT
+    assert sorted(rule for rule, _ in second) == ["chat_eval", "chat_sft"]  # and the local report
+    assert "localrule report:" in cluster_run["rerun"].stdout + cluster_run["rerun"].stderr
+    assert cluster_run["mid_eval_unchanged"], "the rerun evaluated the midtrained model again"
+    assert (cluster_run["workdir"] / ".nanochat/eval/chat_eval_sft.json").is_file()
+
+
+@pytest.mark.slow  # the whole tiny pipeline through SLURM: about 7 minutes on 2 cores
+def test_a_compute_job_whose_data_vanished_names_the_missing_file_within_seconds(cluster_run):
+    """A queued base_train job finds a shard deleted (a scratch purge while it waited) on a node without
+    internet: it fails at once, naming the file, and downloads nothing."""
+    workdir, env = cluster_run["workdir"], {**cluster_run["env"], "HF_ENDPOINT": "http://127.0.0.1:9"}
+    shard = workdir / ".nanochat/base_data/fineweb-edu" / shard_name(1)
+    (workdir / ".nanochat/base_checkpoints/model.pt").unlink()  # base_train must run again
+    hold = subprocess.run(["sbatch", "--parsable", "-p", "gpu-a100", "-c", "16", "-t", "10", "-o", "/dev/null",
+                           "--wrap", "sleep 600"],
+                          capture_output=True, text=True, check=True).stdout.strip()
+    try:
+        proc = snakemake(workdir, "base_train", *TWIN, *ALL, profile="ptolemy",
+                         env=env, wait=False)
+        deadline = time.time() + 120
+        while "rule_base_train" not in subprocess.run(["squeue", "-h", "-o", "%k"], capture_output=True,
+                                                      text=True).stdout:
+            assert proc.poll() is None and time.time() < deadline, "base_train was not submitted"
+            time.sleep(0.5)
+        shard.unlink()
+    finally:
+        subprocess.run(["scancel", hold])
+    assert proc.wait(timeout=900) != 0
+    assert not (workdir / ".nanochat/base_checkpoints/model.pt").exists()
+    output = (workdir / "snakemake.out").read_text()
+    jobs = [job for rule, job in submissions(output) if rule == "base_train"]
+    assert len(jobs) == 4  # 1 + `retries: 3`
+    # The Snakemake inside the job waits `latency-wait` (15 s) for its inputs, names the missing one, and
+    # exits 0 without running the rule (Snakemake 9.27), so SLURM records COMPLETED and the controller
+    # reports missing outputs; what matters here is that the job ends in seconds saying which file is gone.
+    assert all(hours(job["RunTime"]) * 3600 < 60 for job in jobs), [job["RunTime"] for job in jobs]
+    for job in jobs:
+        log = (workdir / f".snakemake/slurm_logs/rule_base_train/{job['JobId']}.log").read_text()
+        assert re.search(rf"Missing files after \d+ seconds.*\n.*{shard.name} \(missing", log), log[-2000:]

@@ -34,6 +34,8 @@ ReturnToService=2
 GresTypes=gpu
 SlurmdParameters=config_overrides
 MailProg=/bin/true
+# Without accounting, scontrol is the only record of a finished job: keep it an hour (default 5 min).
+MinJobAge=3600
 NodeName=$host CPUs=16 RealMemory=262144 Gres=gpu:a100:8 State=UNKNOWN
 PartitionName=devel Nodes=$host Default=YES MaxTime=12:00:00 State=UP
 PartitionName=gpu-a100 Nodes=$host MaxTime=12:00:00 State=UP
@@ -56,6 +58,10 @@ stop() {
     scontrol shutdown >/dev/null 2>&1 || true
     pkill -x slurmd || true
     pkill -x slurmctld || true
+    for _ in $(seq 30); do  # a restart right after must not find them still exiting
+        pgrep -x slurmctld >/dev/null || pgrep -x slurmd >/dev/null || return 0
+        sleep 0.5
+    done
 }
 
 case "${1:-}" in

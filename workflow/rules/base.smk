@@ -16,7 +16,7 @@ rule base_train:
     params:
         settings=cli(config["base_train"]),
     threads: 16
-    retries: 3  # a time limit, preemption or crash resumes from the newest step checkpoint
+    retries: TRAINING_RETRIES
     log:
         log_path("base_train"),
     benchmark:

@@ -15,7 +15,7 @@ rule mid_train:
     params:
         settings=cli(config["mid_train"]),
     threads: 16
-    retries: 3  # a time limit, preemption or crash resumes from the newest step checkpoint
+    retries: TRAINING_RETRIES
     log:
         log_path("mid_train"),
     benchmark:
@@ -40,7 +40,7 @@ rule chat_sft:
     params:
         settings=cli(config["chat_sft"]),
     threads: 16
-    retries: 3
+    retries: TRAINING_RETRIES
     log:
         log_path("chat_sft"),
     benchmark:
@@ -65,7 +65,7 @@ rule chat_rl:
     params:
         settings=cli(config["chat_rl"]),
     threads: 16
-    retries: 3
+    retries: TRAINING_RETRIES
     log:
         log_path("chat_rl"),
     benchmark:

@@ -59,6 +59,13 @@ def cli(settings: dict) -> str:
     return " ".join(f"--{key}={shlex.quote(str(value))}" for key, value in settings.items())
 
 
+# A failed training job (time limit, preemption, crash) is started again up to 3 times, and resumes
+# from its newest step checkpoint. Only the main Snakemake process retries: inside a SLURM job a second
+# Snakemake runs the rule, and a rule's `retries` would apply there too, restarting a job that
+# stopped for its time limit inside the same, ending allocation.
+TRAINING_RETRIES = 3 if workflow.is_main_process else 0
+
+
 # How training runs (device, checkpoint/eval/log frequency, wandb): passed to the shell but not a
 # `param`, so changing it never retrains a model.
 RUNTIME_ARGS = cli(config["runtime"])
