@@ -237,3 +237,33 @@ def test_a_compute_job_whose_data_vanished_names_the_missing_file_within_seconds
     for job in jobs:
         log = (workdir / f".snakemake/slurm_logs/rule_base_train/{job['JobId']}.log").read_text()
         assert re.search(rf"Missing files after \d+ seconds.*\n.*{shard.name} \(missing", log), log[-2000:]
+
+
+@pytest.mark.slow
+def test_the_controller_job_hands_over_to_its_successor_near_its_limit(tmp_path):
+    """profiles/ptolemy/controller.sbatch as a SLURM job that submits the rest. The warning SLURM sends it
+    before its limit (`--signal=B:USR1@600`, sent here at once with scancel) makes it interrupt Snakemake,
+    which cancels the training job (that checkpoints on SIGTERM), and submit the next controller, which
+    resubmits the training; that resumes and completes the model."""
+    args = [TARGET, "--directory", str(tmp_path), *TWIN, *LONG[:-1], LONG[-1] % 0]
+    first = subprocess.run(["sbatch", "--parsable", f"--output={tmp_path}/controller-%j.out",
+                            "profiles/ptolemy/controller.sbatch", *args], cwd=REPO, capture_output=True,
+                           text=True, check=True, env=with_venv_path()).stdout.strip()
+    steps = tmp_path / ".nanochat/base_checkpoints/steps"
+    deadline = time.time() + 300
+    while not list(steps.glob("*/step_000050")):  # the training job runs
+        assert time.time() < deadline, "the controller's training job made no checkpoint"
+        time.sleep(1)
+    subprocess.run(["scancel", "--batch", "--signal=USR1", first], check=True)
+    deadline = time.time() + 900
+    while not (tmp_path / TARGET).is_file() or len(list(tmp_path.glob("controller-*.out"))) < 2 \
+            or subprocess.run(["squeue", "-h", "-n", "nanochat-controller"], capture_output=True, text=True).stdout:
+        assert time.time() < deadline, "the second controller did not finish the model"
+        time.sleep(2)
+    first_log, second_log = (p.read_text() for p in sorted(tmp_path.glob("controller-*.out")))
+    assert "reaches its time limit" in first_log and "submitted the next controller" in first_log
+    assert "Snakemake exited with status 0" in second_log
+    [log] = steps.glob("*/train.log")
+    stopped = re.search(r"stopped at step (\d+) on SIGTERM", log.read_text()).group(1)
+    assert f"step_{int(stopped):06d}" in re.search(r"resuming from (\S+)", log.read_text()).group(1)
+    assert len(json.loads((tmp_path / ".nanochat/base_checkpoints/base_train.json").read_text())["history"]) == 1000
