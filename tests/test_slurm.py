@@ -245,7 +245,9 @@ def test_the_controller_job_hands_over_to_its_successor_near_its_limit(tmp_path)
     before its limit (`--signal=B:USR1@600`, sent here at once with scancel) makes it interrupt Snakemake,
     which cancels the training job (that checkpoints on SIGTERM), and submit the next controller, which
     resubmits the training; that resumes and completes the model."""
-    args = [TARGET, "--directory", str(tmp_path), *TWIN, *LONG[:-1], LONG[-1] % 0]
+    # The twin is one 16-CPU node: the controller's CPU leaves 15 for training (on Ptolemy it sits elsewhere).
+    args = [TARGET, "--directory", str(tmp_path), *TWIN, *LONG[:-1], LONG[-1] % 0,
+            "--set-resources", "base_train:cpus_per_task=15"]
     first = subprocess.run(["sbatch", "--parsable", f"--output={tmp_path}/controller-%j.out",
                             "profiles/ptolemy/controller.sbatch", *args], cwd=REPO, capture_output=True,
                            text=True, check=True, env=with_venv_path()).stdout.strip()
