@@ -88,12 +88,14 @@ def test_without_an_address_no_mail_flags_and_one_notice(tmp_path):
 def straight_1000(tmp_path_factory) -> Path:
     """1,000 tiny base-training steps through SLURM without a limit: what an interrupted run must end at."""
     workdir = tmp_path_factory.mktemp("straight")
-    snakemake(workdir, TARGET, *TWIN, *LONG, profile="ptolemy", timeout=900)
+    snakemake(workdir, TARGET, *TWIN, *long_config(300), profile="ptolemy", timeout=900)
     return workdir
 
 
-LONG = ["--config", "tokenizer={vocab_size: 512}", "base_train={num_iterations: 1000}",
-        "runtime={checkpoint_every: 50, eval_every: 500, stop_before_limit: %d}"]
+def long_config(stop_before_limit: int) -> list[str]:
+    """1,000 tiny base-training steps, checkpointing every 50."""
+    return ["--config", "tokenizer={vocab_size: 512}", "base_train={num_iterations: 1000}",
+            f"runtime={{checkpoint_every: 50, eval_every: 500, stop_before_limit: {stop_before_limit}}}"]
 
 
 @pytest.mark.slow
@@ -105,8 +107,7 @@ def test_a_job_out_of_time_checkpoints_is_resubmitted_and_resumes_to_the_same_mo
     checkpoints shortly before it and exits 75 (FAILED, before the limit); with stop_before_limit 0 it
     runs into the limit, SLURM's SIGTERM makes it checkpoint (TIMEOUT). Either way the rule's `retries`
     resubmit it, the new job resumes, and the run ends where an unlimited run ends."""
-    config = LONG[:-1] + [LONG[-1] % stop_before_limit]
-    limited = snakemake(tmp_path, TARGET, *TWIN, *config, "--set-resources", "base_train:runtime=1",
+    limited = snakemake(tmp_path, TARGET, *TWIN, *long_config(stop_before_limit), "--set-resources", "base_train:runtime=1",
                         profile="ptolemy", timeout=1200)
     runs = [job for rule, job in submissions(limited.stdout + limited.stderr) if rule == "base_train"]
     print("SLURM base_train jobs:", [(j["JobId"], j["JobState"], j["RunTime"], j["TimeLimit"]) for j in runs])
@@ -246,7 +247,7 @@ def test_the_controller_job_hands_over_to_its_successor_near_its_limit(tmp_path)
     which cancels the training job (that checkpoints on SIGTERM), and submit the next controller, which
     resubmits the training; that resumes and completes the model."""
     # The twin is one 16-CPU node: the controller's CPU leaves 15 for training (on Ptolemy it sits elsewhere).
-    args = [TARGET, "--directory", str(tmp_path), *TWIN, *LONG[:-1], LONG[-1] % 0,
+    args = [TARGET, "--directory", str(tmp_path), *TWIN, *long_config(0),
             "--set-resources", "base_train:cpus_per_task=15"]
     first = subprocess.run(["sbatch", "--parsable", f"--output={tmp_path}/controller-%j.out",
                             "profiles/ptolemy/controller.sbatch", *args], cwd=REPO, capture_output=True,
