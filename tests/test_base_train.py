@@ -24,12 +24,14 @@ from nanochat.tokenizer import Tokenizer
 
 
 
-def training_pid(workdir: Path, module: str = "nanochat.base_train") -> int | None:
-    """The pid of the training process running `module` in `workdir`."""
+def training_pid(workdir: Path | None, module: str = "nanochat.base_train", rank: int | None = None) -> int | None:
+    """The pid of the training process running `module` in `workdir` (any folder: None), or of its
+    torchrun worker with this RANK."""
     for proc in Path("/proc").iterdir():
         try:
-            if module.encode() in (proc / "cmdline").read_bytes() and \
-                    os.readlink(proc / "cwd") == str(workdir):
+            if module.encode() in (proc / "cmdline").read_bytes() \
+                    and (workdir is None or os.readlink(proc / "cwd") == str(workdir)) \
+                    and (rank is None or f"RANK={rank}".encode() in (proc / "environ").read_bytes().split(b"\0")):
                 return int(proc.name)
         except (OSError, ValueError):
             continue
@@ -111,18 +113,6 @@ def test_two_process_ddp_matches_one_process(tiny_run, tmp_path):
     assert one["val_bpb"] == pytest.approx(two["val_bpb"], rel=1e-3)
 
 
-def rank_pid(rank: int) -> int | None:
-    """The pid of the torchrun worker with this RANK."""
-    for proc in Path("/proc").iterdir():
-        try:
-            if b"nanochat.base_train" in (proc / "cmdline").read_bytes() and \
-                    f"RANK={rank}".encode() in (proc / "environ").read_bytes().split(b"\0"):
-                return int(proc.name)
-        except (OSError, ValueError):
-            continue
-    return None
-
-
 def test_sigusr1_to_one_ddp_process_checkpoints_every_rank_and_the_rerun_resumes(tiny_run, tmp_path):
     """The stop request is agreed by all processes at the same step, so a warning signal that reaches one
     rank still gives one complete checkpoint (not a hang in the next all-reduce), exit 75 and a resume."""
@@ -139,7 +129,7 @@ def test_sigusr1_to_one_ddp_process_checkpoints_every_rank_and_the_rerun_resumes
     while not any("step  10/400" in log.read_text() for log in tmp_path.glob("steps/*/train.log")):
         assert proc.poll() is None and time.time() < deadline, "training did not reach step 10"
         time.sleep(0.1)
-    os.kill(rank_pid(1), signal.SIGUSR1)
+    os.kill(training_pid(None, rank=1), signal.SIGUSR1)
     assert proc.wait(timeout=120) != 0
     [log] = tmp_path.glob("steps/*/train.log")  # rank 0's, which did not get the signal
     stopped = int(re.search(r"stopped at step (\d+) on another process's stop request", log.read_text()).group(1))
