@@ -88,8 +88,9 @@ def d20_flops_check(seq_len: int) -> None:
         model(x, x).backward()
     seconds = time.perf_counter() - started
     counted = counter.get_total_flops() / seq_len
+    formula = model.flops_per_token()
     print(f"d20 (561M) fwd+bwd, batch 1 x {seq_len}: {seconds:.1f} s, {seq_len / seconds:,.0f} tok/s; FLOPs/token "
-          f"counted {counted:.4g} vs formula {model.flops_per_token():.4g} (ratio {counted / model.flops_per_token():.3f})")
+          f"counted {counted:.4g} vs formula {formula:.4g} (ratio {counted / formula:.3f})")
 
 
 def main() -> None:

@@ -19,31 +19,31 @@ for i in 0 1 2 3; do
 done
 shards=("$work"/data/shard_0000[0-2].parquet)
 val=$work/data/shard_00003.parquet
-$py -m nanochat.tok_train --vocab_size=8192 --out_dir="$work/tok" "${shards[@]}" || exit 1
+$py -m nanochat.scripts.tok_train --vocab_size=8192 --out_dir="$work/tok" "${shards[@]}" || exit 1
 tok=$work/tok/tokenizer.json
 run=(--device=$device --log_every=10 --checkpoint_every=100 --eval_every=100 --eval_tokens=65536)
 
 stage "smoke: base_train d4"
-$py -m nanochat.base_train --depth=4 --max_seq_len=256 --device_batch_size=8 --total_batch_size=4096 \
+$py -m nanochat.scripts.base_train --depth=4 --max_seq_len=256 --device_batch_size=8 --total_batch_size=4096 \
     --num_iterations=200 "${run[@]}" --tokenizer="$tok" --val="$val" --out_dir="$work/base" \
     --ckpt_dir="$work/base/steps" "${shards[@]}" || exit 1
 stage "smoke: base_loss"
-$py -m nanochat.base_loss --split_tokens=65536 --device_batch_size=8 --model_dir="$work/base" \
+$py -m nanochat.scripts.base_loss --split_tokens=65536 --device_batch_size=8 --model_dir="$work/base" \
     --tokenizer="$tok" --train="${shards[0]}" --val="$val" --out="$work/base_loss.json" || exit 1
 chat=(--mixture=offline --max_seq_len=256 --device_batch_size=8 --rows_per_step=16 "${run[@]}"
       --tokenizer="$tok" --hub_dir="$work/hub")
 stage "smoke: mid_train"
-$py -m nanochat.mid_train "${chat[@]}" --parent_dir="$work/base" --out_dir="$work/mid" --ckpt_dir="$work/mid/steps" || exit 1
+$py -m nanochat.scripts.mid_train "${chat[@]}" --parent_dir="$work/base" --out_dir="$work/mid" --ckpt_dir="$work/mid/steps" || exit 1
 stage "smoke: chat_sft"
-$py -m nanochat.chat_sft "${chat[@]}" --num_iterations=100 --parent_dir="$work/mid" --out_dir="$work/sft" \
+$py -m nanochat.scripts.chat_sft "${chat[@]}" --num_iterations=100 --parent_dir="$work/mid" --out_dir="$work/sft" \
     --ckpt_dir="$work/sft/steps" || exit 1
 stage "smoke: chat_eval"
-$py -m nanochat.chat_eval --source=offline --max_problems=20 --max_new_tokens=64 --model_dir="$work/sft" \
+$py -m nanochat.scripts.chat_eval --source=offline --max_problems=20 --max_new_tokens=64 --model_dir="$work/sft" \
     --tokenizer="$tok" --hub_dir="$work/hub" --out="$work/chat_eval_sft.json" || echo "chat_eval failed (offline tasks need the evals package)"
 
 [ "$d20_steps" -gt 0 ] || exit 0
 stage "throughput: d20, compiled, $d20_steps steps"
-$py -m nanochat.base_train --depth=20 --max_seq_len=2048 --device_batch_size=32 --total_batch_size=524288 \
+$py -m nanochat.scripts.base_train --depth=20 --max_seq_len=2048 --device_batch_size=32 --total_batch_size=524288 \
     --num_iterations="$d20_steps" --compile=true --device=$device --log_every=1 --checkpoint_every=100000 \
     --eval_every=100000 --eval_tokens=524288 --tokenizer="$tok" --val="$val" --out_dir="$work/d20" \
     --ckpt_dir="$work/d20/steps" "${shards[@]}"

@@ -1,5 +1,5 @@
 """Training of the chat stages (midtraining, SFT, RL): what they share. Their settings and entry points are
-nanochat.mid_train, nanochat.chat_sft and nanochat.chat_rl.
+nanochat.scripts.mid_train, nanochat.scripts.chat_sft and nanochat.scripts.chat_rl.
 
 A stage starts from its parent's final checkpoint (base for mid, mid for SFT, SFT for RL), with the base
 stage's learning rates times `init_lr_frac`, trains with the loop, checkpoints and resume rules of base
@@ -8,16 +8,20 @@ training (nanochat.training), and writes its final checkpoint and a JSON record.
 
 import argparse
 import dataclasses
-import hashlib
-import json
 import logging
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from nanochat import settings
-from nanochat.common import run_record, start_compute_stage, write_json_atomic
-from nanochat.training import RuntimeSettings
+from nanochat.chat_data import ChatLoader, mixture
+from nanochat.checkpoint import StepCheckpoints, load_model, save_final
+from nanochat.common import run_hash, run_record, start_compute_stage, write_json_atomic
+from nanochat.compute import Compute, init_compute, shutdown
+from nanochat.loss_eval import evaluate_loss
+from nanochat.tokenizer import Tokenizer
+from nanochat.training import RuntimeSettings, StopRequest, train_loop
 
 log = logging.getLogger("nanochat.chat_train")
 LR_KEYS = ("embedding_lr", "unembedding_lr", "matrix_lr", "weight_decay")
@@ -28,36 +32,28 @@ def base_lrs(meta: dict) -> dict:
     return meta.get("base_lrs") or {k: meta["settings"][k] for k in LR_KEYS}
 
 
-def run_hash(cfg, parent_dir: Path) -> str:
-    h = hashlib.sha256(json.dumps(dataclasses.asdict(cfg), sort_keys=True).encode())
-    h.update((parent_dir / "model.pt").read_bytes())
-    return h.hexdigest()[:12]
-
-
 @dataclasses.dataclass
 class ChatStage:
     """A chat stage set up to train: model and optimizers restored from a step checkpoint if there is one."""
-    name: str
+    name: str  # the stage: mid_train, chat_sft or chat_rl (its record is <name>.json)
     args: argparse.Namespace
     cfg: Any
     runtime: RuntimeSettings
-    compute: Any
-    tokenizer: Any
+    compute: Compute
+    tokenizer: Tokenizer
     model: Any
     optimizers: list
-    checkpoints: Any
+    checkpoints: StepCheckpoints
     history: list
     loader_state: Any
     meta: dict
-    stop: Any
+    stop: StopRequest
     started: float
 
-    def train(self, loader, steps: int, evaluate, metric: str, tokens_per_step: int, loss_fn=None,
-              evaluate_first: bool = False) -> None:
+    def train(self, loader: Any, steps: int, evaluate: Callable[[], float], metric: str, tokens_per_step: int,
+              loss_fn: Callable | None = None, evaluate_first: bool = False) -> None:
         """Train to `steps`; with `evaluate_first`, measure `metric` before the first step too (kept in the
         step checkpoints' meta, so a resumed run still reports the value from before training)."""
-        from nanochat.training import train_loop
-
         if evaluate_first and not self.history:
             self.meta[f"initial_{metric}"] = round(evaluate(), 5)
 
@@ -69,14 +65,11 @@ class ChatStage:
 
     def finish(self, steps: int, metric: str, record: dict) -> None:
         """Write the final checkpoint and the stage's record (rank 0), and leave the process group."""
-        from nanochat.checkpoint import save_final
-        from nanochat.compute import shutdown
-
         last = self.history[-1]
         log.info("%s done: %d steps, final loss %.4f, %s %.4f", self.name, steps, last["loss"], metric, last[metric])
         if self.compute.is_master:
             save_final(self.args.out_dir, self.model, {**self.meta, "step": steps})
-            write_json_atomic(self.args.out_dir / f"{self.name}_train.json", {
+            write_json_atomic(self.args.out_dir / f"{self.name}.json", {
                 "settings": dataclasses.asdict(self.cfg), "num_steps": steps, "world_size": self.compute.world_size,
                 "device": str(self.compute.device), "final_loss": last["loss"], metric: last[metric],
                 f"initial_{metric}": self.meta.get(f"initial_{metric}"),
@@ -100,11 +93,6 @@ def setup(settings_cls: type, name: str, doc: str, argv: list[str] | None, **ext
     start_compute_stage([args.parent_dir / "model.pt", args.parent_dir / "meta.json", args.tokenizer,
                          *(getattr(args, p) for p in extra_paths)])
 
-    from nanochat.checkpoint import StepCheckpoints, load_model
-    from nanochat.compute import init_compute
-    from nanochat.tokenizer import Tokenizer
-    from nanochat.training import StopRequest
-
     started = time.time()
     compute = init_compute(rt.device)
     if not compute.is_master:
@@ -114,7 +102,7 @@ def setup(settings_cls: type, name: str, doc: str, argv: list[str] | None, **ext
     model.train()
     lrs = base_lrs(parent_meta)
     optimizers = model.setup_optimizers(*(lrs[k] * cfg.init_lr_frac for k in LR_KEYS[:3]), lrs["weight_decay"])
-    checkpoints = StepCheckpoints(args.ckpt_dir / run_hash(cfg, args.parent_dir), compute)
+    checkpoints = StepCheckpoints(args.ckpt_dir / run_hash(cfg, args.parent_dir / "model.pt"), compute)
     resumed = checkpoints.load_latest(model, optimizers)
     state, loader_state = resumed if resumed else ({"history": []}, None)
     meta = {"settings": dataclasses.asdict(cfg), "model_config": model.export_config(), "stage": name,
@@ -126,9 +114,6 @@ def setup(settings_cls: type, name: str, doc: str, argv: list[str] | None, **ext
 
 def train_on_conversations(settings_cls: type, name: str, pack: bool, doc: str, argv: list[str] | None) -> None:
     """Midtraining (pack=True) and SFT (pack=False) on the conversation mixture, validated by loss."""
-    from nanochat.chat_data import ChatLoader, mixture
-    from nanochat.loss_eval import evaluate_loss
-
     stage = setup(settings_cls, name, doc, argv)
     cfg, compute = stage.cfg, stage.compute
     train, val, composition = mixture(name, cfg.mixture, cfg.spelling_examples, cfg.smoltalk_rows, stage.args.hub_dir)

@@ -8,24 +8,23 @@ older ones when a file does not load (a truncated write, a full disk), saying so
 
 import json
 import logging
-import os
 import shutil
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from nanochat.common import also_log_to, write_json_atomic
+from nanochat import layout
+from nanochat.common import also_log_to, write_atomic, write_json_atomic
 from nanochat.compute import Compute
+from nanochat.gpt import GPT, GPTConfig
 
 log = logging.getLogger("nanochat.checkpoint")
 KEEP = 2  # complete step checkpoints kept; older ones are deleted
 
 
 def save_atomic(obj: Any, path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    write_atomic(path, lambda tmp: torch.save(obj, tmp))
 
 
 def rng_state() -> dict[str, Any]:
@@ -103,9 +102,20 @@ def save_final(folder: Path, model: torch.nn.Module, meta: dict) -> None:
 
 def load_model(folder: Path, device: torch.device | str = "cpu"):
     """The model saved by `save_final`, in eval mode, and its meta."""
-    from nanochat.gpt import GPT, GPTConfig
-
     meta = json.loads((Path(folder) / "meta.json").read_text())
     model = GPT(GPTConfig(**meta["model_config"]))
     model.load_state_dict(torch.load(Path(folder) / "model.pt", map_location=device))
     return model.to(device).eval(), meta
+
+
+def find_model(base_dir: Path, model: str) -> Path:
+    """The folder of a model (base, mid, sft, rl): its final checkpoint, else while its stage still trains,
+    its newest complete step checkpoint."""
+    final = Path(base_dir) / layout.CHECKPOINTS[model]
+    if (final / "model.pt").is_file():
+        return final
+    steps = sorted((final / "steps").glob("*/step_*/meta.json"), key=lambda p: p.parent.name)
+    if not steps:
+        raise SystemExit(f"error: no {model} checkpoint under {final}; train it first "
+                         f"(snakemake --profile profiles/local all)")
+    return steps[-1].parent

@@ -1,13 +1,17 @@
-"""Small helpers every entry point shares: offline mode, input checks, atomic writes, logging."""
+"""Small helpers every entry point shares: offline mode, input checks, atomic writes, logging, package data."""
 
+import dataclasses
+import hashlib
+import importlib.util
 import json
 import logging
 import os
 import platform
 import sys
 import time
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 log = logging.getLogger("nanochat")
 
@@ -42,8 +46,8 @@ def go_offline() -> None:
 
 
 def require_files(paths: Iterable[str | os.PathLike]) -> None:
-    """Fail in seconds, naming every missing input, before any expensive work starts."""
-    missing = [str(p) for p in paths if not Path(p).is_file()]
+    """Fail in seconds, naming every missing input (a file, or a downloaded folder), before any expensive work."""
+    missing = [str(p) for p in paths if not Path(p).exists()]
     if missing:
         lines = "\n  ".join(missing)
         raise SystemExit(f"error: missing input file(s):\n  {lines}\n"
@@ -57,13 +61,39 @@ def start_compute_stage(inputs: Iterable[str | os.PathLike]) -> None:
     require_files(inputs)
 
 
-def write_json_atomic(path: str | os.PathLike, obj: Any) -> None:
-    """Write JSON via a temporary file and rename, so a killed job never leaves a half-written record."""
+def write_atomic(path: str | os.PathLike, write: Callable[[Path], Any]) -> None:
+    """`write(tmp)` into a temporary file beside `path`, then rename: a killed job never leaves a
+    half-written file under the final name."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n")
+    write(tmp)
     os.replace(tmp, path)
+
+
+def write_json_atomic(path: str | os.PathLike, obj: Any) -> None:
+    write_atomic(path, lambda tmp: tmp.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n"))
+
+
+def package_file(package: str, *parts: str) -> Path:
+    """A data file an installed package ships (the offline corpus, eval sets), without importing the package."""
+    spec = importlib.util.find_spec(package)  # found, not imported: `bible` imports the absent pkg_resources
+    if spec is None or not spec.submodule_search_locations:
+        raise SystemExit(f"error: offline data needs the `{package}` package (see the README's setup)")
+    path = Path(spec.submodule_search_locations[0]).joinpath(*parts)
+    if not path.is_file():
+        raise SystemExit(f"error: missing input file: {path}")
+    return path
+
+
+def run_hash(settings: Any, *files: str | os.PathLike, names: Iterable[str] = ()) -> str:
+    """Which run a step checkpoint belongs to: the settings, the bytes of `files` and the `names` (e.g. the
+    shards), so that a changed run never resumes from another's state."""
+    h = hashlib.sha256(json.dumps(dataclasses.asdict(settings), sort_keys=True).encode())
+    for path in files:
+        h.update(Path(path).read_bytes())
+    h.update("\n".join(names).encode())
+    return h.hexdigest()[:12]
 
 
 def hardware() -> dict[str, Any]:

@@ -9,7 +9,7 @@ in training. Generation of a completion stops at <|assistant_end|> or <|bos|>.
 import re
 import signal
 import threading
-from typing import Iterator
+from collections.abc import Iterable, Iterator
 
 import torch
 import torch.nn.functional as F
@@ -117,3 +117,23 @@ class Engine:
                 if token is not None and token not in self.stop:
                     out[i].append(token)
         return out
+
+    def reply(self, tokens: list[int], max_tokens: int, temperature: float, top_k: int) -> Iterator[int]:
+        """The tokens of one completion as they are generated, without the stop token."""
+        for step in self.generate(tokens, 1, max_tokens, temperature, top_k):
+            if step[0] is None or step[0] in self.stop:
+                return
+            yield step[0]
+
+
+def decode_stream(tokenizer, tokens: Iterable[int]) -> Iterator[str]:
+    """Per token, the new text it completes: "" while a multi-byte character is still partial."""
+    generated, sent = [], ""
+    for token in tokens:
+        generated.append(token)
+        text = tokenizer.decode(generated)
+        if text.endswith("\ufffd"):  # wait for the rest of the character
+            yield ""
+            continue
+        yield text[len(sent):]
+        sent = text

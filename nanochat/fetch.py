@@ -1,15 +1,16 @@
-"""Download a file over plain HTTP(S), verified, into place: the CORE eval bundle (a zip, unpacked into a
-folder) or a JSON-lines file of conversations (upstream's identity conversations).
+"""Download catalog entries (nanochat.catalog), verified, into place: the one download path of the workflow.
 
-    python -m nanochat.fetch --kind=eval_bundle --url=https://.../eval_bundle.zip --out=eval_bundle/
-    python -m nanochat.fetch --kind=conversations --url=https://.../identity_conversations.jsonl --out=identity.jsonl
-
-The download must have the size the server announced and pass its kind's check (zip CRCs and a
-core.yaml inside; every line a list of user/assistant messages); otherwise it is downloaded again, up to
-3 times. The output appears only once complete.
+Every download goes through `fetch_verified`: download, check, and on a failed check delete and
+download again, at most ATTEMPTS times; the output appears under its final name only once verified.
+  hub files   size and LFS sha256 as the hub reports them at the pinned revision; parquet must open
+  URL files   size as the server announced it, sha256 when pinned, then the content (zip CRCs and a
+              core.yaml inside; or every line a list of user/assistant messages)
+$NANOCHAT_DOWNLOAD_MIRROR, when set, serves URL files as <mirror>/<file name> (same checks);
+$HF_ENDPOINT does the same for the hub.
 """
 
-import argparse
+import fnmatch
+import hashlib
 import json
 import logging
 import os
@@ -17,12 +18,84 @@ import shutil
 import tempfile
 import urllib.request
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
 
-from nanochat.common import setup_logging
+from huggingface_hub import HfApi, get_hf_file_metadata, hf_hub_download, hf_hub_url
+
+from nanochat.catalog import HubFiles, UrlFile
+from nanochat.dataset import verify_parquet
 
 log = logging.getLogger("nanochat.fetch")
-ATTEMPTS = 3
+ATTEMPTS = 3  # a download failing verification is deleted and downloaded again, at most this often
+
+
+def sha256sum(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(2 ** 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def fetch_verified(what: str, download: Callable[[bool], Path], check: Callable[[Path], str | None]) -> Path:
+    """`download(again)` then `check`; why a download is unusable is logged and it is fetched again."""
+    problem = None
+    for attempt in range(1, ATTEMPTS + 1):
+        path = download(attempt > 1)
+        problem = check(path)
+        if problem is None:
+            return path
+        log.warning("%s: attempt %d/%d rejected: %s", what, attempt, ATTEMPTS, problem)
+        path.unlink()
+    raise SystemExit(f"error: {what} failed verification {ATTEMPTS} times: {problem}")
+
+
+def check_hub_file(path: Path, size: int | None, etag: str | None, column: str | None) -> str | None:
+    if size is not None and path.stat().st_size != size:
+        return f"size {path.stat().st_size} bytes, the hub reports {size}"
+    if path.suffix == ".parquet" and (problem := verify_parquet(path, column)):
+        return problem
+    if etag and len(etag) == 64 and sha256sum(path) != etag:  # an LFS file's etag is its sha256
+        return f"sha256 {sha256sum(path)}, the hub reports {etag}"
+    return None
+
+
+def hub_file(entry: HubFiles, filename: str, out: Path, column: str | None = None) -> str:
+    """One file of a hub dataset into `out`, verified; returns the commit it came from."""
+    if entry.revision is None:
+        log.warning("%s is not pinned to a commit (nanochat/catalog.py): downloading main", entry.repo)
+    meta = get_hf_file_metadata(hf_hub_url(entry.repo, filename, repo_type="dataset", revision=entry.revision))
+    staging = out.parent / ".download"
+
+    def download(again: bool) -> Path:
+        return Path(hf_hub_download(entry.repo, filename, repo_type="dataset", revision=entry.revision,
+                                    local_dir=staging, force_download=again))
+
+    path = fetch_verified(f"{entry.repo}/{filename}", download, lambda p: check_hub_file(p, meta.size, meta.etag,
+                                                                                          column))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    os.replace(path, out)
+    log.info("%s: %s bytes verified (commit %s, sha256 %s)", filename, meta.size, meta.commit_hash, meta.etag)
+    return meta.commit_hash
+
+
+def hub_files(entry: HubFiles, out: Path) -> None:
+    """Every file of the entry matching its patterns, each verified, into the folder `out` at once."""
+    listing = HfApi().list_repo_tree(entry.repo, repo_type="dataset", revision=entry.revision, recursive=True)
+    names = sorted(f.path for f in listing if any(fnmatch.fnmatch(f.path, p) for p in entry.patterns))
+    if not names:
+        raise SystemExit(f"error: {entry.describe()} has no files matching {list(entry.patterns)}")
+    staging = out.with_name(out.name + ".download")
+    shutil.rmtree(staging, ignore_errors=True)
+    commits = {hub_file(entry, name, staging / name) for name in names}
+    for leftover in staging.rglob(".download"):
+        shutil.rmtree(leftover)
+    (staging / "source.json").write_text(json.dumps({"repo": entry.repo, "commits": sorted(commits),
+                                                     "files": names}, indent=2) + "\n")
+    shutil.rmtree(out, ignore_errors=True)
+    os.replace(staging, out)
+    log.info("%s: %d file(s) verified into %s", entry.describe(), len(names), out)
 
 
 def check_bundle(path: Path) -> str | None:
@@ -49,46 +122,39 @@ def check_conversations(path: Path) -> str | None:
     return None if lines else "no conversations"
 
 
-def fetch(url: str, dest: Path, check) -> str | None:
-    """Download `url` to `dest`; why it is unusable, or None."""
-    with urllib.request.urlopen(url, timeout=60) as response, open(dest, "wb") as f:
-        expected = response.headers.get("Content-Length")
-        shutil.copyfileobj(response, f, length=2 ** 20)
-    size = dest.stat().st_size
-    if expected is not None and size != int(expected):
-        return f"{size} bytes, the server announced {expected}"
-    return check(dest)
+def url_file(entry: UrlFile, out: Path) -> None:
+    """A plain URL into `out` (a file, or for the eval bundle the unpacked folder), verified."""
+    mirror = os.environ.get("NANOCHAT_DOWNLOAD_MIRROR")
+    url = f"{mirror.rstrip('/')}/{entry.url.rsplit('/', 1)[1]}" if mirror else entry.url
+    if entry.sha256 is None:
+        log.warning("%s has no pinned sha256 (nanochat/catalog.py): only its content is checked", entry.url)
+    content_check = check_bundle if entry.kind == "eval_bundle" else check_conversations
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=out.parent, prefix=f".{out.name}-") as tmp:
+        dest, announced = Path(tmp) / "download", {}
 
+        def download(again: bool) -> Path:
+            with urllib.request.urlopen(url, timeout=60) as response, open(dest, "wb") as f:
+                announced["size"] = response.headers.get("Content-Length")
+                shutil.copyfileobj(response, f, length=2 ** 20)
+            return dest
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--kind", choices=("eval_bundle", "conversations"), required=True, help="what is fetched")
-    parser.add_argument("--url", required=True, help="where it is served")
-    parser.add_argument("--out", type=Path, required=True, help="the folder (eval_bundle) or file to write")
-    args = parser.parse_args(argv)
-    setup_logging()
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    check = check_bundle if args.kind == "eval_bundle" else check_conversations
-    with tempfile.TemporaryDirectory(dir=args.out.parent, prefix=f".{args.out.name}-") as tmp:
-        download = Path(tmp) / "download"
-        for attempt in range(1, ATTEMPTS + 1):
-            problem = fetch(args.url, download, check)
-            if problem is None:
-                break
-            log.warning("%s: attempt %d/%d rejected: %s", args.url, attempt, ATTEMPTS, problem)
-        else:
-            raise SystemExit(f"error: {args.url} failed verification {ATTEMPTS} times: {problem}")
-        if args.kind == "conversations":
-            os.replace(download, args.out)
-        else:
-            unpacked = Path(tmp) / "unpacked"
-            with zipfile.ZipFile(download) as zf:
-                zf.extractall(unpacked)
-            root = next(p.parent for p in unpacked.rglob("core.yaml"))  # the zip may hold one top folder
-            shutil.rmtree(args.out, ignore_errors=True)
-            os.replace(root, args.out)
-    log.info("%s verified into %s", args.url, args.out)
+        def check(path: Path) -> str | None:
+            size, digest = path.stat().st_size, sha256sum(path)
+            if announced["size"] is not None and size != int(announced["size"]):
+                return f"{size} bytes, the server announced {announced['size']}"
+            if entry.sha256 and digest != entry.sha256:
+                return f"sha256 {digest}, the catalog pins {entry.sha256}"
+            return content_check(path)
 
-
-if __name__ == "__main__":
-    main()
+        fetch_verified(url, download, check)
+        log.info("%s verified (sha256 %s)", url, sha256sum(dest))
+        if entry.kind == "conversations":
+            os.replace(dest, out)
+            return
+        unpacked = Path(tmp) / "unpacked"
+        with zipfile.ZipFile(dest) as zf:
+            zf.extractall(unpacked)
+        root = next(p.parent for p in unpacked.rglob("core.yaml"))  # the zip may hold one top folder
+        shutil.rmtree(out, ignore_errors=True)
+        os.replace(root, out)

@@ -1,6 +1,6 @@
 """Run a training entry point on every GPU of this machine: torchrun when there are several.
 
-    python -m nanochat.launch nanochat.base_train --depth=4 ...
+    python -m nanochat.launch nanochat.scripts.base_train --depth=4 ...
 
 On a node with N > 1 CUDA devices this is `torchrun --standalone --nproc_per_node=N -m MODULE ...`;
 otherwise (one GPU, CPU, MPS) it is `python -m MODULE ...`. The rule need not know the hardware:

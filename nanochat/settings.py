@@ -1,11 +1,9 @@
-"""One source of truth for settings.
+"""Settings mechanics: a stage's settings dataclass becomes its command-line flags.
 
-Each stage declares its settings as a dataclass at the top of its entry point, one field per line
-with a trailing comment. From those dataclasses this module derives the stage's command-line
-flags, the workflow's JSON schema (`workflow/schemas/config.schema.yaml`) and the configuration
-reference (`docs/reference/configuration.md`). Regenerate both after changing a setting:
-
-    python -m nanochat.settings --write
+Each stage declares its settings as a dataclass at the top of its entry point (nanochat/scripts/),
+one field per line with a trailing comment. This leaf module turns such a class into argparse flags
+and back, and reads the one-line comments; nanochat.configuration generates the workflow's schema,
+commented config and reference page from the same classes.
 """
 
 import argparse
@@ -17,46 +15,19 @@ import typing
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
-
-REPO = Path(__file__).resolve().parent.parent
-SCHEMA_PATH = REPO / "workflow" / "schemas" / "config.schema.yaml"
-REFERENCE_PATH = REPO / "docs" / "reference" / "configuration.md"
-
-
-@dataclasses.dataclass
-class WorkflowSettings:
-    base_dir: str = ".nanochat"  # directory holding every artefact (layout: docs/reference/artifacts.md); $VARS are expanded
-    email: str = ""  # address for SLURM's END/FAIL mail; empty: use $EMAIL, and send no mail if that is unset too
-
-
-def sections() -> dict[str, type]:
-    """Config section name -> settings dataclass, in pipeline order. Top-level keys come from WorkflowSettings."""
-    # imported here: they import this module
-    from nanochat import (base_eval, base_loss, base_train, chat_data, chat_eval, chat_rl, chat_sft, dataset,
-                          mid_train, report, tok_eval, tok_train, training)
-    return {"data": dataset.DataSettings, "tokenizer": tok_train.TokenizerSettings,
-            "tok_eval": tok_eval.TokEvalSettings, "base_train": base_train.BaseTrainSettings,
-            "base_loss": base_loss.BaseLossSettings, "core": base_eval.CoreSettings,
-            "chat_data": chat_data.ChatDataSettings, "mid_train": mid_train.MidTrainSettings,
-            "chat_sft": chat_sft.ChatSftSettings,
-            "chat_rl": chat_rl.ChatRlSettings, "report": report.ReportSettings,
-            "chat_eval": chat_eval.ChatEvalSettings, "runtime": training.RuntimeSettings}
+JSON_TYPES = {int: "integer", float: "number", str: "string", bool: "boolean"}
 
 
 def field_comments(cls: type) -> dict[str, str]:
-    """The trailing `# comment` of each field line in the class body: the setting's one-line help.
-    A subclass that overrides a field's default overrides its comment too."""
-    comments = {}
-    for klass in reversed([k for k in cls.__mro__ if dataclasses.is_dataclass(k)]):
-        name = None
-        for tok in tokenize.generate_tokens(io.StringIO(inspect.getsource(klass)).readline):
-            if tok.type == tokenize.NAME and name is None:
-                name = tok.string
-            elif tok.type == tokenize.COMMENT and name is not None:
-                comments[name] = tok.string.lstrip("# ").strip()
-            elif tok.type in (tokenize.NEWLINE, tokenize.NL):
-                name = None
+    """The trailing `# comment` of each field line in the class body: the setting's one-line help."""
+    comments, name = {}, None
+    for tok in tokenize.generate_tokens(io.StringIO(inspect.getsource(cls)).readline):
+        if tok.type == tokenize.NAME and name is None:
+            name = tok.string
+        elif tok.type == tokenize.COMMENT and name is not None:
+            comments[name] = tok.string.lstrip("# ").strip()
+        elif tok.type in (tokenize.NEWLINE, tokenize.NL):
+            name = None
     fields = [f.name for f in dataclasses.fields(cls)]
     missing = [f for f in fields if not comments.get(f)]
     if missing:
@@ -64,71 +35,21 @@ def field_comments(cls: type) -> dict[str, str]:
     return {f: comments[f] for f in fields}
 
 
-def _json_type(annotation: Any) -> dict[str, Any]:
+def json_type(annotation: Any) -> dict[str, Any]:
+    """The JSON-schema type of a setting's annotation (a Literal becomes an enum)."""
     if typing.get_origin(annotation) is Literal:
         return {"type": "string", "enum": list(typing.get_args(annotation))}
-    types = {int: "integer", float: "number", str: "string", bool: "boolean"}
-    if annotation not in types:
+    if annotation not in JSON_TYPES:
         raise TypeError(f"unsupported setting type {annotation!r}")
-    return {"type": types[annotation]}
+    return {"type": JSON_TYPES[annotation]}
 
 
-def _properties(cls: type) -> dict[str, Any]:
-    hints = typing.get_type_hints(cls)
-    comments = field_comments(cls)
-    return {f.name: {**_json_type(hints[f.name]), **f.metadata, "default": f.default,
-                     "description": comments[f.name]} for f in dataclasses.fields(cls)}
-
-
-def json_schema() -> dict[str, Any]:
-    """The workflow config's schema; unknown keys are errors so a typo never goes unnoticed."""
-    properties = _properties(WorkflowSettings)
-    for name, cls in sections().items():
-        properties[name] = {"type": "object", "description": (cls.__doc__ or "").strip(),
-                            "additionalProperties": False, "default": {}, "properties": _properties(cls)}
-    return {"$schema": "https://json-schema.org/draft/2020-12/schema",
-            "description": "nanochat-flow configuration. GENERATED by `python -m nanochat.settings --write`; do not edit.",
-            "type": "object", "additionalProperties": False, "properties": properties}
-
-
-def reference_markdown() -> str:
-    """docs/reference/configuration.md: every setting, its type, default and meaning."""
-    lines = ["# Configuration reference", "",
-             "<!-- GENERATED by `python -m nanochat.settings --write` from the settings dataclasses. -->", "",
-             "Set values in `config/config.yaml`, a preset (`--configfile config/presets/NAME.yaml`),",
-             "or on the command line (`--config tokenizer='{vocab_size: 8192}'`). Unknown keys and",
-             "values of the wrong type stop the workflow with a message naming the key.", ""]
-    groups = [("Top level", WorkflowSettings, "")] + [(f"`{n}`", c, f"{n}.") for n, c in sections().items()]
-    for title, cls, prefix in groups:
-        lines += [f"## {title}", ""]
-        if prefix:
-            lines += [(cls.__doc__ or "").strip(), ""]
-        lines += ["| key | type | default | meaning |", "|---|---|---|---|"]
-        for key, prop in _properties(cls).items():
-            kind = " \\| ".join(map(str, prop["enum"])) if "enum" in prop else prop["type"]
-            lines.append(f"| `{prefix}{key}` | {kind} | `{prop['default']!r}` | {prop['description']} |")
-        lines.append("")
-    return "\n".join(lines)
-
-
-def coerce_cli_strings(config: dict[str, Any]) -> None:
-    """Snakemake's `--config key={nested: 8192}` delivers nested values as strings: restore numbers
-    and booleans where the setting's type asks for one. Anything else is left for the schema to reject."""
-    casts = {int: int, float: float, bool: lambda s: {"true": True, "false": False}[s.lower()]}
-
-    def coerce(values: dict[str, Any], cls: type) -> None:
-        hints = typing.get_type_hints(cls)
-        for key, value in values.items():
-            if isinstance(value, str) and hints.get(key) in casts:
-                try:
-                    values[key] = casts[hints[key]](value)
-                except (ValueError, KeyError):
-                    pass
-
-    coerce(config, WorkflowSettings)
-    for name, cls in sections().items():
-        if isinstance(config.get(name), dict):
-            coerce(config[name], cls)
+def _parse_bool(text: str) -> bool:
+    if text.lower() in ("1", "true", "yes"):
+        return True
+    if text.lower() in ("0", "false", "no"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
 
 
 def add_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
@@ -139,8 +60,7 @@ def add_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
         if typing.get_origin(kind) is Literal:
             parser.add_argument(f"--{f.name}", choices=typing.get_args(kind), default=f.default, help=comment)
         elif kind is bool:
-            parser.add_argument(f"--{f.name}", type=lambda s: s.lower() in ("1", "true", "yes"),
-                                default=f.default, help=f"{comment} (true/false)")
+            parser.add_argument(f"--{f.name}", type=_parse_bool, default=f.default, help=f"{comment} (true/false)")
         else:
             parser.add_argument(f"--{f.name}", type=kind, default=f.default, help=f"{comment} (default: {f.default})")
 
@@ -160,19 +80,16 @@ def from_args(cls: type, args: argparse.Namespace) -> Any:
     return cls(**values)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--write", action="store_true", help="write the schema and the reference page")
-    args = parser.parse_args()
-    schema = yaml.safe_dump(json_schema(), sort_keys=False, width=120)
-    if args.write:
-        SCHEMA_PATH.write_text(schema)
-        REFERENCE_PATH.parent.mkdir(parents=True, exist_ok=True)
-        REFERENCE_PATH.write_text(reference_markdown())
-        print(f"wrote {SCHEMA_PATH.relative_to(REPO)} and {REFERENCE_PATH.relative_to(REPO)}")
-    else:
-        print(schema)
-
-
-if __name__ == "__main__":
-    main()
+def coerce_cli_strings(config: dict[str, Any], schema: dict[str, Any]) -> None:
+    """Snakemake's `--config key={nested: 8192}` delivers nested values as strings: restore numbers
+    and booleans where the schema asks for one. Anything else is left for the schema to reject."""
+    casts = {"integer": int, "number": float, "boolean": _parse_bool}
+    for key, value in config.items():
+        prop = schema.get("properties", {}).get(key, {})
+        if isinstance(value, dict) and prop.get("type") == "object":
+            coerce_cli_strings(value, prop)
+        elif isinstance(value, str) and prop.get("type") in casts:
+            try:
+                config[key] = casts[prop["type"]](value)
+            except (ValueError, argparse.ArgumentTypeError):
+                pass

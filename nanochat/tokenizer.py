@@ -1,9 +1,10 @@
 """Byte-level BPE tokenizer on HF `tokenizers`, with upstream nanochat's split pattern and special tokens."""
 
+from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Iterable, Iterator
 
-from tokenizers import Regex, Tokenizer as HFTokenizer, decoders, pre_tokenizers
+from tokenizers import Regex, decoders, pre_tokenizers
+from tokenizers import Tokenizer as HFTokenizer
 from tokenizers.models import BPE
 from tokenizers.trainers import BpeTrainer
 

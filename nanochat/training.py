@@ -9,7 +9,12 @@ import signal
 import subprocess
 import sys
 import time
-from typing import Callable
+from collections.abc import Callable
+
+import torch
+from torch.nn.parallel import DistributedDataParallel as DDP
+
+from nanochat.compute import Compute, shutdown
 
 log = logging.getLogger("nanochat.train")
 
@@ -81,10 +86,8 @@ class StopRequest:
         self.reason = signal.Signals(signum).name
         log.warning("%s received: checkpointing at the end of this step", self.reason)
 
-    def due(self, step_seconds: float, compute) -> bool:
+    def due(self, step_seconds: float, compute: Compute) -> bool:
         """Whether to stop after this step; every process of a DDP run gets the same answer."""
-        import torch
-
         if not self.reason and self.deadline and time.time() + step_seconds + self.margin >= self.deadline:
             self.reason = f"the SLURM time limit in {format_duration(self.deadline - time.time())}"
         flag = torch.tensor(float(self.reason is not None), device=compute.device)
@@ -144,9 +147,6 @@ def train_loop(model, optimizers: list, loader, *, steps: int, warmdown_ratio: f
     checkpoints every checkpoint_every steps, and on a stop request checkpoints and exits 75.
     The loss of a micro-batch is `loss_fn(model, batch)`, by default the model's own mean loss.
     """
-    import torch
-    from torch.nn.parallel import DistributedDataParallel as DDP
-
     train_model = model
     if compute.distributed:
         train_model = DDP(model, device_ids=[compute.local_rank] if compute.device.type == "cuda" else None)
@@ -195,8 +195,6 @@ def train_loop(model, optimizers: list, loader, *, steps: int, warmdown_ratio: f
             checkpoints.save(step, model, optimizers, loader.state_dict(), {**meta, "history": history})
         if stopping:
             log.warning("stopped at step %d on %s; rerun to resume", step, stop.reason)
-            from nanochat.compute import shutdown
-
             shutdown(compute)
             sys.exit(RESUMABLE_EXIT)
     history[-1][metric] = round(evaluate(), 5)

@@ -45,12 +45,12 @@ def jobs_run(result: subprocess.CompletedProcess) -> dict[str, int]:
 def tiny_run(tmp_path_factory) -> Path:
     """One real local-profile run of the tiny preset to tok_eval, shared by read-only tests."""
     workdir = tmp_path_factory.mktemp("tiny")
-    snakemake(workdir, "tok_eval", "--config", "tokenizer={vocab_size: 512}")
+    snakemake(workdir, "tok_eval", "--config", "tok_train={vocab_size: 512}")
     return workdir
 
 
 # A short tiny-preset run: small vocabulary, 40 steps, checkpoints every 10.
-CONFIG = ["--config", "tokenizer={vocab_size: 512}", "base_train={num_iterations: 40}",
+CONFIG = ["--config", "tok_train={vocab_size: 512}", "base_train={num_iterations: 40}",
           "runtime={checkpoint_every: 10, eval_every: 20, log_every: 5}"]
 
 

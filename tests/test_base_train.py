@@ -1,5 +1,7 @@
 """Base pretraining through the real workflow: exact resume after SIGKILL, DDP equivalence, learning."""
 
+import dataclasses
+import hashlib
 import http.server
 import json
 import math
@@ -19,12 +21,14 @@ import torch
 import yaml
 
 from conftest import CONFIG, jobs_run, record, snakemake
+from nanochat import fetch, layout
+from nanochat.catalog import CATALOG
 from nanochat.dataset import iter_texts
 from nanochat.tokenizer import Tokenizer
 
 
-
-def training_pid(workdir: Path | None, module: str = "nanochat.base_train", rank: int | None = None) -> int | None:
+def training_pid(workdir: Path | None, module: str = "nanochat.scripts.base_train",
+                 rank: int | None = None) -> int | None:
     """The pid of the training process running `module` in `workdir` (any folder: None), or of its
     torchrun worker with this RANK."""
     for proc in Path("/proc").iterdir():
@@ -102,7 +106,7 @@ def test_two_process_ddp_matches_one_process(tiny_run, tmp_path):
     histories = []
     for name, launcher in (("one", []), ("two", ["torch.distributed.run", "--standalone", "--nproc_per_node=2"])):
         out = tmp_path / name
-        cmd = [sys.executable, "-m", *launcher, *(["-m"] if launcher else []), "nanochat.base_train", *args,
+        cmd = [sys.executable, "-m", *launcher, *(["-m"] if launcher else []), "nanochat.scripts.base_train", *args,
                f"--out_dir={out}", f"--ckpt_dir={out}/steps"]
         subprocess.run(cmd, check=True, capture_output=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
         histories.append(json.loads((out / "base_train.json").read_text()))
@@ -119,7 +123,7 @@ def test_sigusr1_to_one_ddp_process_checkpoints_every_rank_and_the_rerun_resumes
     base = tiny_run / ".nanochat"
     shards = sorted(str(p) for p in (base / "base_data/offline").glob("shard_*.parquet"))
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m",
-           "nanochat.base_train", "--depth=2", "--max_seq_len=64", "--device_batch_size=2",
+           "nanochat.scripts.base_train", "--depth=2", "--max_seq_len=64", "--device_batch_size=2",
            "--total_batch_size=256", "--num_iterations=400", "--eval_every=0", "--checkpoint_every=0",
            "--eval_tokens=2048", "--log_every=1", f"--tokenizer={base}/tokenizer/tokenizer.json",
            f"--val={shards[-1]}", f"--out_dir={tmp_path}", f"--ckpt_dir={tmp_path}/steps", *shards[:-1]]
@@ -183,11 +187,20 @@ def test_core_downloads_a_verified_bundle_and_scores_every_task(straight_run, tm
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     url = f"http://127.0.0.1:{server.server_address[1]}/eval_bundle.zip"
+    bundle = straight_run / ".nanochat" / layout.download_path("eval_bundle")
+    # The catalog pins the real bundle's sha256; this one is checked the same way against its own.
+    entry = dataclasses.replace(CATALOG["eval_bundle"], url=url, sha256=hashlib.sha256(good).hexdigest())
     try:
-        snakemake(straight_run, "base_eval", *CONFIG, f"core={{bundle_url: '{url}', max_per_task: 3}}")
+        with pytest.raises(SystemExit, match="failed verification 3 times: sha256"):
+            fetch.url_file(dataclasses.replace(entry, sha256="0" * 64), bundle)
+        assert not bundle.exists()
+        served.clear()
+        fetch.url_file(entry, bundle)
     finally:
         server.shutdown()
     assert len(served) == 2, "the corrupt bundle was not downloaded again"
+    assert (bundle / "core.yaml").is_file()
+    snakemake(straight_run, "base_eval", *CONFIG, "base_eval={bundle: true, max_per_task: 3}")
     result = record(straight_run, "base_eval.json")
     assert result["available"] and set(result["tasks"]) == {"genesis_mc", "genesis_lm"}
     for task in result["tasks"].values():

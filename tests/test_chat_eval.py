@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -11,24 +12,35 @@ import pytest
 
 from conftest import CONFIG, REPO, record, snakemake
 from hub_server import HubServer
-from nanochat.chat_eval import check_answer
-from nanochat.tasks import TASKS, load_task, multiple_choice_prompt
+from nanochat import catalog, tasks
+from nanochat.tasks import gsm8k, humaneval, spellingbee
+from nanochat.tasks.common import multiple_choice_prompt
 from nanochat.tokenizer import SPECIAL_TOKENS, Tokenizer
 
 GSM8K = REPO.parent / "shared" / "data" / "gsm8k" / "test.jsonl"
 
 
+def load_task(name: str, source: str = "offline", hub_dir=None):
+    return tasks.load(name, source, hub_dir)
+
+
 def test_answers_are_checked_as_each_task_defines():
-    assert check_answer("gsm8k", {"answer": "1200"}, "so 1,200 in all.\n#### 1,200")
-    assert not check_answer("gsm8k", {"answer": "1200"}, "the answer is 1200")  # no '####'
-    assert check_answer("spellingbee", {"answer": 3}, "There are 3")
-    assert not check_answer("spellingbee", {"answer": 3}, "There are 2")
+    assert gsm8k.grade({"answer": "1200"}, "so 1,200 in all.\n#### 1,200")
+    assert not gsm8k.grade({"answer": "1200"}, "the answer is 1200")  # no '####'
+    assert spellingbee.grade({"answer": 3}, "There are 3")
+    assert not spellingbee.grade({"answer": 3}, "There are 2")
     [problem] = [p for p in load_task("humaneval", "offline") if p["task_id"] == "HumanEval/0"]
     solution = next(p for p in __import__("test_execution").humaneval_problems()
                     if p["task_id"] == "HumanEval/0")["canonical_solution"]
-    assert check_answer("humaneval", problem, f"```python\n{problem['prompt']}{solution}```")
-    assert check_answer("humaneval", problem, solution)  # a bare body continues the signature
-    assert not check_answer("humaneval", problem, "    return True\n")
+    assert humaneval.grade(problem, f"```python\n{problem['prompt']}{solution}```")
+    assert humaneval.grade(problem, solution)  # a bare body continues the signature
+    assert not humaneval.grade(problem, "    return True\n")
+
+
+def test_every_hub_task_reads_a_catalog_entry_the_workflow_downloads():
+    hub = [tasks.EVAL_TASKS[name].hub for name in tasks.HUB_TASKS if tasks.EVAL_TASKS[name].hub]
+    assert hub == catalog.CHAT_EVAL_TEST_SETS
+    assert all(isinstance(catalog.CATALOG[name], catalog.HubFiles) for name in hub)
 
 
 def test_offline_sources_load_real_items():
@@ -71,16 +83,17 @@ def write_parquet(path, rows):
 @pytest.mark.skipif(not GSM8K.is_file(), reason="needs ../shared/data/gsm8k (real GSM8K test set)")
 def test_hub_chat_eval_downloads_every_task_then_scores_offline(straight_run, tmp_path):
     served = tmp_path / "served"
-    gsm8k = [json.loads(line) for line in GSM8K.read_text().splitlines()[:10]]
-    humaneval = __import__("test_execution").humaneval_problems()[:10]
+    gsm8k_rows = [json.loads(line) for line in GSM8K.read_text().splitlines()[:10]]
+    humaneval_rows = __import__("test_execution").humaneval_problems()[:10]
     mmlu = [{"question": q["question"], "subject": "x", "choices": q["choices"], "answer": q["answer"]}
             for q in load_task("mmlu", "offline")[:10]]
     arc = [{"id": str(i), "question": f"Which is a planet? ({i})", "answerKey": "B",
             "choices": {"text": ["the Sun", "Mars", "the Moon"], "label": ["A", "B", "C"]}} for i in range(5)]
-    rows = {"gsm8k": gsm8k, "humaneval": humaneval, "mmlu": mmlu, "arc_easy": arc, "arc_challenge": arc}
-    for task, task_rows in rows.items():
-        _, _, _, repo, filename = TASKS[task]
-        write_parquet(served / repo / filename, task_rows)
+    rows = {"gsm8k_test": gsm8k_rows, "humaneval_test": humaneval_rows, "mmlu_test": mmlu, "arc_easy_test": arc,
+            "arc_challenge_test": arc}
+    for name, task_rows in rows.items():
+        entry = catalog.CATALOG[name]
+        write_parquet(served / entry.repo / entry.patterns[0].replace("*", "00000-of-00001"), task_rows)
     with HubServer(served) as hub:
         env = {"HF_ENDPOINT": hub.endpoint, "HF_HOME": str(tmp_path / "hf-home")}
         settings = "chat_eval={source: hub, max_problems: 3, max_new_tokens: 8}"
@@ -94,11 +107,12 @@ def test_hub_chat_eval_downloads_every_task_then_scores_offline(straight_run, tm
     assert all(t["n"] == 3 for t in result["tasks"].values())
 
     # A GPU node without the network: one dataset gone, the evaluation names it before doing any work.
-    missing = straight_run / ".nanochat/hub/openai/gsm8k/main/test-00000-of-00001.parquet"
-    missing.unlink()
+    missing = straight_run / ".nanochat/hub/gsm8k_test"
+    shutil.rmtree(missing)
     base = straight_run / ".nanochat"
-    result = subprocess.run([sys.executable, "-m", "nanochat.chat_eval", "--source=hub", f"--hub_dir={base}/hub",
-                             f"--model_dir={base}/base_checkpoints", f"--tokenizer={base}/tokenizer/tokenizer.json",
+    result = subprocess.run([sys.executable, "-m", "nanochat.scripts.chat_eval", "--source=hub",
+                             f"--hub_dir={base}/hub", f"--model_dir={base}/base_checkpoints",
+                             f"--tokenizer={base}/tokenizer/tokenizer.json",
                              f"--out={tmp_path}/out.json"], capture_output=True, text=True,
                             env={**os.environ, "HF_HUB_OFFLINE": "1"})
     assert result.returncode != 0 and str(missing) in result.stderr

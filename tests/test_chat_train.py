@@ -12,20 +12,21 @@ import torch
 
 from conftest import CHAT, REPO, jobs_run, record, snakemake
 from hub_server import HubServer
-from nanochat.chat_data import gsm8k_conversation
-from nanochat.chat_rl import policy_gradient_loss
+from nanochat.catalog import CATALOG
 from nanochat.gpt import GPT, GPTConfig
+from nanochat.scripts.chat_rl import policy_gradient_loss
+from nanochat.tasks.gsm8k import conversation as gsm8k_conversation
 from test_base_train import training_pid
 
 GSM8K_TRAIN = REPO.parent / "shared" / "data" / "gsm8k" / "train.jsonl"
 
-@pytest.mark.parametrize("stage", ["mid", "sft"])
-def test_each_chat_stage_learns_its_own_distribution(chat_run, stage):
-    result = record(chat_run, f"{stage}_train.json")
+@pytest.mark.parametrize("model, stage", [("mid", "mid_train"), ("sft", "chat_sft")])
+def test_each_chat_stage_learns_its_own_distribution(chat_run, model, stage):
+    result = record(chat_run, f"{stage}.json")
     assert result["num_steps"] == 20 and len(result["history"]) == 20
     assert result["val_loss"] < result["initial_val_loss"], result
     assert result["mixture"]["chatterbot"] == 2026 and result["mixture"]["spelling"] > 0
-    assert record(chat_run, f"chat_eval_{stage}.json")["tasks"]["MMLU"]["n"] == 4
+    assert record(chat_run, f"chat_eval_{model}.json")["tasks"]["MMLU"]["n"] == 4
 
 
 def test_changing_an_sft_setting_reruns_only_sft_its_eval_and_the_report(chat_run):
@@ -42,13 +43,13 @@ def test_sigkilled_sft_resumes_instead_of_restarting(chat_run):
     while not [d for d in steps.iterdir() if d not in earlier_runs and (d / "step_000010/meta.json").exists()]:
         assert proc.poll() is None and time.time() < deadline, "no SFT step checkpoint appeared"
         time.sleep(0.2)
-    pid = training_pid(chat_run, "nanochat.chat_sft")
+    pid = training_pid(chat_run, "nanochat.scripts.chat_sft")
     assert pid is not None
     os.kill(pid, signal.SIGKILL)
     assert proc.wait(timeout=300) == 0  # the rule's `retries` restarted it
     log = (chat_run / ".nanochat/logs/chat_sft/chat_sft.log").read_text()
     assert "resuming from" in log
-    history = record(chat_run, "sft_train.json")["history"]
+    history = record(chat_run, "chat_sft.json")["history"]
     assert [h["step"] for h in history] == list(range(1, 21))
 
 
@@ -74,15 +75,15 @@ def test_policy_gradient_raises_the_probability_of_rewarded_samples():
 @pytest.mark.skipif(not GSM8K_TRAIN.is_file(), reason="needs ../shared/data/gsm8k (real GSM8K train set)")
 def test_rl_runs_on_gsm8k_from_the_hub_when_enabled(chat_run, tmp_path):
     rows = [json.loads(line) for line in GSM8K_TRAIN.read_text().splitlines()[:20]]
-    served = tmp_path / "served" / "openai" / "gsm8k" / "main"
+    served = tmp_path / "served" / CATALOG["gsm8k_train"].repo / "main"
     served.mkdir(parents=True)
     pq.write_table(pa.Table.from_pylist(rows), served / "train-00000-of-00001.parquet")
-    rl = ["chat_rl={enabled: true, num_iterations: 3, questions_per_step: 2, samples_per_question: 4, "
+    rl = ["workflow={chat_rl: true}", "chat_rl={num_iterations: 3, questions_per_step: 2, samples_per_question: 4, "
           "max_new_tokens: 12}"]
     with HubServer(tmp_path / "served") as hub:
         env = {"HF_ENDPOINT": hub.endpoint, "HF_HOME": str(tmp_path / "hf-home")}
         snakemake(chat_run, ".nanochat/rl_checkpoints/model.pt", *CHAT, *rl, env=env)
-    result = record(chat_run, "rl_train.json")
+    result = record(chat_run, "chat_rl.json")
     assert result["num_steps"] == 3 and result["questions"] == 20
     assert all(0.0 <= h.get("mean_reward", 0.0) <= 1.0 for h in result["history"])
     assert result["settings"]["samples_per_question"] == 4
@@ -118,12 +119,12 @@ def test_hub_mixtures_download_and_train(chat_run, tmp_path):
     (served / "identity_conversations.jsonl").write_text("".join(json.dumps(c) + "\n" for c in identity))
     hub = ["mid_train={mixture: hub, num_iterations: 4, spelling_examples: 10}",
            "chat_sft={mixture: hub, num_iterations: 4, smoltalk_rows: 12, spelling_examples: 10}"]
-    with HubServer(served) as server:  # it also serves plain files under /files/
-        env = {"HF_ENDPOINT": server.endpoint, "HF_HOME": str(tmp_path / "hf-home")}
-        url = f"chat_data={{identity_url: '{server.endpoint}/files/identity_conversations.jsonl'}}"
-        snakemake(chat_run, ".nanochat/sft_checkpoints/model.pt", *CHAT, *hub, url, env=env)
+    with HubServer(served) as server:  # it also serves plain files under /files/, the URL files' mirror here
+        env = {"HF_ENDPOINT": server.endpoint, "HF_HOME": str(tmp_path / "hf-home"),
+               "NANOCHAT_DOWNLOAD_MIRROR": f"{server.endpoint}/files"}
+        snakemake(chat_run, ".nanochat/sft_checkpoints/model.pt", *CHAT, *hub, env=env)
     assert record(chat_run, "mid_train.json")["mixture"] == {"smoltalk": 30, "mmlu_aux": 20, "gsm8k_train": 25,
                                                              "identity": 6, "spelling": 10}
-    assert record(chat_run, "sft_train.json")["mixture"] == {"arc_easy_train": 10, "arc_challenge_train": 5,
+    assert record(chat_run, "chat_sft.json")["mixture"] == {"arc_easy_train": 10, "arc_challenge_train": 5,
                                                              "gsm8k_train": 25, "smoltalk": 12, "identity": 3,
                                                              "spelling": 10}

@@ -4,7 +4,8 @@ import sys
 import pyarrow.parquet as pq
 import pytest
 
-from nanochat.dataset import build_offline_shard, iter_texts, offline_documents, shard_name, verify_shard, write_shard
+from nanochat.dataset import build_offline_shard, iter_texts, offline_documents, shard_name, verify_parquet, write_shard
+from nanochat.fetch import check_hub_file, sha256sum
 
 
 def test_offline_shards_partition_the_corpus(tmp_path):
@@ -13,21 +14,23 @@ def test_offline_shards_partition_the_corpus(tmp_path):
         build_offline_shard(i, 3, path)
     texts = [t for p in paths for t in pq.read_table(p).column("text").to_pylist()]
     assert sorted(texts) == sorted(offline_documents())
-    assert all(verify_shard(p) is None for p in paths)
+    assert all(verify_parquet(p) is None for p in paths)
     build_offline_shard(1, 3, tmp_path / "again.parquet")
     assert (tmp_path / "again.parquet").read_bytes() == paths[1].read_bytes()  # deterministic
 
 
-def test_verify_shard_names_what_is_wrong(tmp_path):
+def test_verify_names_what_is_wrong(tmp_path):
     good = tmp_path / "good.parquet"
     write_shard(["a", "b"], good)
     data = good.read_bytes()
     (tmp_path / "truncated.parquet").write_bytes(data[: len(data) // 2])
     write_shard([], tmp_path / "empty.parquet")
-    assert verify_shard(good) is None
-    assert "hub reports" in verify_shard(good, expected_size=len(data) + 1)
-    assert "parquet footer" in verify_shard(tmp_path / "truncated.parquet")
-    assert verify_shard(tmp_path / "empty.parquet") == "no rows"
+    assert verify_parquet(good) is None
+    assert "hub reports" in check_hub_file(good, len(data) + 1, None, "text")
+    assert "sha256" in check_hub_file(good, len(data), "0" * 64, "text")
+    assert check_hub_file(good, len(data), sha256sum(good), "text") is None
+    assert "parquet footer" in verify_parquet(tmp_path / "truncated.parquet")
+    assert verify_parquet(tmp_path / "empty.parquet") == "no rows"
 
 
 def test_iter_texts_caps_documents_and_total(tmp_path):
@@ -38,11 +41,11 @@ def test_iter_texts_caps_documents_and_total(tmp_path):
 
 
 @pytest.mark.parametrize("module, args", [
-    ("nanochat.tok_train", ["--out_dir", "out", "missing_shard.parquet"]),
-    ("nanochat.tok_eval", ["--tokenizer", "t.json", "--train", "missing_shard.parquet", "--val", "v.parquet",
-                           "--out", "o.json"]),
-    ("nanochat.base_eval", ["--bundle", "missing_shard.parquet", "--model_dir", "m", "--tokenizer", "t.json",
-                            "--out", "o.json"]),
+    ("nanochat.scripts.tok_train", ["--out_dir", "out", "missing_shard.parquet"]),
+    ("nanochat.scripts.tok_eval", ["--tokenizer", "t.json", "--train", "missing_shard.parquet",
+                                   "--val", "v.parquet", "--out", "o.json"]),
+    ("nanochat.scripts.base_eval", ["--bundle_dir", "missing_shard.parquet", "--model_dir", "m",
+                                    "--tokenizer", "t.json", "--out", "o.json"]),
 ])
 def test_compute_stage_names_missing_input_before_any_work(tmp_path, module, args):
     result = subprocess.run([sys.executable, "-m", module, *args], cwd=tmp_path, capture_output=True, text=True)

@@ -167,7 +167,8 @@ def page_script(page: str) -> str:
             command = re.sub(r"--port[ =]\d+", f"--port {port}", command)
             assert f"--port {port}" in command, f"{page}:{b.line}: a server block names its --port"
             out += [f"{command} > .docs-server.log 2>&1 &", "server_pid=$!",
-                    f"if ! python -c {shlex.quote(POLL)} {port}; then cat .docs-server.log; kill $server_pid; exit 1; fi",
+                    f"if ! python -c {shlex.quote(POLL)} {port}; then"
+                    " cat .docs-server.log; kill $server_pid; exit 1; fi",
                     "kill $server_pid; wait $server_pid || true"]
         else:
             for command in commands(b.text):
@@ -303,14 +304,14 @@ def test_rule_graph_images_show_the_current_workflow():
 def entry_points() -> set[str]:
     """Every `python -m nanochat.X` module: those the rules call, plus what users run themselves."""
     rules = "\n".join(p.read_text() for p in (REPO / "workflow" / "rules").glob("*.smk"))
-    called = set(re.findall(r"python -m (nanochat\.\w+)", rules))
-    called |= set(re.findall(r"nanochat\.launch (nanochat\.\w+)", rules))
-    return called | {"nanochat.chat_cli", "nanochat.chat_web", "nanochat.settings"}
+    called = set(re.findall(r"python -m (nanochat[\w.]+\w)", rules))
+    called |= set(re.findall(r"nanochat\.launch (nanochat[\w.]+\w)", rules))
+    return called | {"nanochat.scripts.chat_cli", "nanochat.scripts.chat_web", "nanochat.configuration"}
 
 
 def test_cli_reference_lists_every_entry_point():
     reference = (DOCS / "reference" / "cli.md").read_text()
-    listed = set(re.findall(r"^## `python -m (nanochat\.\w+)`", reference, re.MULTILINE))
+    listed = set(re.findall(r"^## `python -m (nanochat[\w.]+\w)`", reference, re.MULTILINE))
     assert listed == entry_points()
     for module in sorted(listed):
         result = subprocess.run([sys.executable, "-m", module, "--help"], cwd=REPO, capture_output=True, text=True)

@@ -8,12 +8,13 @@ import pytest
 
 from conftest import snakemake
 from hub_server import HubServer
+from nanochat.catalog import CATALOG
 from nanochat.dataset import build_offline_shard, shard_name
 
-REPO_ID = "test/fineweb-edu"
+REPO_ID = CATALOG["fineweb_edu"].repo
 NUM_SHARDS = 3
-CONFIG = ["--config", f"data={{source: fineweb-edu, num_shards: {NUM_SHARDS}, hf_repo: {REPO_ID}}}",
-          "tokenizer={vocab_size: 300}", "chat_eval={source: offline}"]
+CONFIG = ["--config", f"base_data={{source: fineweb-edu, num_shards: {NUM_SHARDS}}}",
+          "tok_train={vocab_size: 300}", "chat_eval={source: offline}"]
 
 
 @pytest.fixture

@@ -98,7 +98,7 @@ def test_calculator_refuses_anything_else(expr):
 def test_cli_answers_in_a_terminal_and_exits_cleanly(chat_run):
     """Drive the real CLI through a pseudo-terminal, as a user would."""
     main_fd, child_fd = pty.openpty()
-    proc = subprocess.Popen([sys.executable, "-m", "nanochat.chat_cli", "--max_tokens", "16"],
+    proc = subprocess.Popen([sys.executable, "-m", "nanochat.scripts.chat_cli", "--max_tokens", "16"],
                             cwd=chat_run, stdin=child_fd, stdout=child_fd, stderr=child_fd)
     os.close(child_fd)
     output = b""
@@ -121,9 +121,9 @@ def test_cli_answers_in_a_terminal_and_exits_cleanly(chat_run):
     reply = output.split(b"Assistant: ")[1].split(b"User: ")[0].strip()
     assert reply, "the model said nothing"
 
-    one_shot = subprocess.run([sys.executable, "-m", "nanochat.chat_cli", "-i", "mid", "-p", "Hello",
+    one_shot = subprocess.run([sys.executable, "-m", "nanochat.scripts.chat_cli", "-i", "mid", "-p", "Hello",
                                "--max_tokens", "5"], cwd=chat_run, capture_output=True, text=True, timeout=120)
     assert one_shot.returncode == 0 and one_shot.stdout.strip()
-    missing = subprocess.run([sys.executable, "-m", "nanochat.chat_cli", "-i", "rl"], cwd=REPO.parent,
+    missing = subprocess.run([sys.executable, "-m", "nanochat.scripts.chat_cli", "-i", "rl"], cwd=REPO.parent,
                              capture_output=True, text=True, timeout=60)
     assert missing.returncode != 0 and "no rl checkpoint" in missing.stderr

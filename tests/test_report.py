@@ -5,7 +5,8 @@ import re
 import matplotlib.image
 
 from conftest import CHAT, record, snakemake
-from nanochat.report import PLOTS, plot, render, summary_table
+from nanochat.layout import PLOTS
+from nanochat.scripts.report import plot, render, summary_table
 
 
 def chat_record(mmlu: float, chatcore: float) -> dict:
@@ -43,7 +44,7 @@ def test_summary_table_cells():
 
 def test_plots_are_valid_pngs(tmp_path):
     records = {"base_train": {"history": history(10, "val_bpb")}, "mid_train": {"history": history(5, "val_loss")},
-               "sft_train": {"history": history(5, "val_loss")}}
+               "chat_sft": {"history": history(5, "val_loss")}}
     plot(records, tmp_path)
     for name in PLOTS:
         data = (tmp_path / name).read_bytes()

@@ -15,12 +15,13 @@ import pytest
 
 from conftest import REPO, jobs_run, snakemake
 from hub_server import HubServer
+from nanochat.catalog import CATALOG
 from nanochat.dataset import build_offline_shard, shard_name
 
 TWIN = ["--configfile", "config/presets/tiny.yaml", "--slurm-status-command", "squeue",
         "--slurm-init-seconds-before-status-checks", "2"]
 TARGET = ".nanochat/base_checkpoints/model.pt"
-CONFIG = ["--config", "tokenizer={vocab_size: 512}", "base_train={num_iterations: 5}"]
+CONFIG = ["--config", "tok_train={vocab_size: 512}", "base_train={num_iterations: 5}"]
 
 
 def twin_running() -> bool:
@@ -94,7 +95,7 @@ def straight_1000(tmp_path_factory) -> Path:
 
 def long_config(stop_before_limit: int) -> list[str]:
     """1,000 tiny base-training steps, checkpointing every 50."""
-    return ["--config", "tokenizer={vocab_size: 512}", "base_train={num_iterations: 1000}",
+    return ["--config", "tok_train={vocab_size: 512}", "base_train={num_iterations: 1000}",
             f"runtime={{checkpoint_every: 50, eval_every: 500, stop_before_limit: {stop_before_limit}}}"]
 
 
@@ -107,8 +108,8 @@ def test_a_job_out_of_time_checkpoints_is_resubmitted_and_resumes_to_the_same_mo
     checkpoints shortly before it and exits 75 (FAILED, before the limit); with stop_before_limit 0 it
     runs into the limit, SLURM's SIGTERM makes it checkpoint (TIMEOUT). Either way the rule's `retries`
     resubmit it, the new job resumes, and the run ends where an unlimited run ends."""
-    limited = snakemake(tmp_path, TARGET, *TWIN, *long_config(stop_before_limit), "--set-resources", "base_train:runtime=1",
-                        profile="ptolemy", timeout=1200)
+    limited = snakemake(tmp_path, TARGET, *TWIN, *long_config(stop_before_limit),
+                        "--set-resources", "base_train:runtime=1", profile="ptolemy", timeout=1200)
     runs = [job for rule, job in submissions(limited.stdout + limited.stderr) if rule == "base_train"]
     print("SLURM base_train jobs:", [(j["JobId"], j["JobState"], j["RunTime"], j["TimeLimit"]) for j in runs])
     assert len(runs) >= 2 and runs[0]["JobState"] == first_state and runs[-1]["JobState"] == "COMPLETED"
@@ -131,8 +132,8 @@ def test_a_job_out_of_time_checkpoints_is_resubmitted_and_resumes_to_the_same_mo
 
 # The whole tiny pipeline on fineweb-edu-format shards served by a local hub (the devel node's
 # internet), kept small: 5 steps per training stage, 2 problems per chat task.
-HUB_REPO = "test/fineweb-edu"
-ALL = ["--config", f"data={{source: fineweb-edu, num_shards: 3, hf_repo: {HUB_REPO}}}", "tokenizer={vocab_size: 512}",
+HUB_REPO = CATALOG["fineweb_edu"].repo
+ALL = ["--config", "base_data={source: fineweb-edu, num_shards: 3}", "tok_train={vocab_size: 512}",
        "base_train={num_iterations: 5}", "base_loss={split_tokens: 8192}", "mid_train={num_iterations: 5}",
        "chat_sft={num_iterations: 5}", "chat_eval={max_problems: 2, max_new_tokens: 16}",
        "runtime={eval_tokens: 8192}"]
@@ -191,7 +192,7 @@ def test_all_runs_downloads_locally_and_every_compute_rule_as_a_slurm_job(cluste
 
 @pytest.mark.slow  # the whole tiny pipeline through SLURM: about 7 minutes on 2 cores
 def test_after_a_failed_sft_the_same_command_reruns_sft_its_eval_and_the_report_only(cluster_run):
-    failed, first, second = cluster_run["failed"], cluster_run["first"], cluster_run["second"]
+    first, second = cluster_run["first"], cluster_run["second"]
     sft_jobs = [job for rule, job in first if rule == "chat_sft"]
     assert len(sft_jobs) == 4 and all(job["JobState"] == "FAILED" for job in sft_jobs)  # 1 + `retries: 3`
     for job in sft_jobs:  # the Snakemake inside a job does not retry on its own as well

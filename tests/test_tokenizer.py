@@ -50,7 +50,8 @@ def test_conversation_masks_train_exactly_the_assistants_own_tokens(tokenizer):
     ids, mask = tokenizer.render_conversation(conversation)
     sp, enc = tokenizer.special_id, tokenizer.encode
     # Hand-derived: (tokens, trained?) in order.
-    pieces = [([sp("<|bos|>")], 0), ([sp("<|user_start|>")] + enc("Be brief.\n\nWhat is 12*3?") + [sp("<|user_end|>")], 0),
+    pieces = [([sp("<|bos|>")], 0),
+              ([sp("<|user_start|>")] + enc("Be brief.\n\nWhat is 12*3?") + [sp("<|user_end|>")], 0),
               ([sp("<|assistant_start|>")], 0), (enc("Let me compute."), 1),
               ([sp("<|python_start|>")] + enc("12*3") + [sp("<|python_end|>")], 1),
               ([sp("<|output_start|>")] + enc("36") + [sp("<|output_end|>")], 0),

@@ -23,8 +23,9 @@ def server(chat_run):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    proc = subprocess.Popen([sys.executable, "-m", "nanochat.chat_web", "--host", "127.0.0.1", "--port", str(port),
-                             "--workers", "2"], cwd=chat_run, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen([sys.executable, "-m", "nanochat.scripts.chat_web", "--host", "127.0.0.1",
+                             "--port", str(port), "--workers", "2"], cwd=chat_run, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT)
     deadline = time.time() + 120
     while True:
         try:

@@ -33,15 +33,15 @@ def test_local_run_builds_a_working_tokenizer(tiny_run):
 
 
 def test_rerun_after_tokenizer_change_reruns_only_downstream(tmp_path):
-    first = snakemake(tmp_path, "tok_eval", "--config", "tokenizer={vocab_size: 300}")
-    assert jobs_run(first) == {"offline_shard": 4, "tok_train": 1, "tok_eval": 1}
+    first = snakemake(tmp_path, "tok_eval", "--config", "tok_train={vocab_size: 300}")
+    assert jobs_run(first) == {"base_data": 4, "tok_train": 1, "tok_eval": 1}
     shards = sorted((tmp_path / ".nanochat" / "base_data" / "offline").glob("shard_*.parquet"))
     shard_mtimes = [p.stat().st_mtime_ns for p in shards]
 
-    unchanged = snakemake(tmp_path, "tok_eval", "--config", "tokenizer={vocab_size: 300}")
+    unchanged = snakemake(tmp_path, "tok_eval", "--config", "tok_train={vocab_size: 300}")
     assert jobs_run(unchanged) == {}
 
-    changed = snakemake(tmp_path, "tok_eval", "--config", "tokenizer={vocab_size: 320}")
+    changed = snakemake(tmp_path, "tok_eval", "--config", "tok_train={vocab_size: 320}")
     assert jobs_run(changed) == {"tok_train": 1, "tok_eval": 1}
     assert [p.stat().st_mtime_ns for p in shards] == shard_mtimes
     assert Tokenizer.load(tmp_path / ".nanochat/tokenizer/tokenizer.json").vocab_size == 320
@@ -51,20 +51,22 @@ def test_rerun_after_tokenizer_change_reruns_only_downstream(tmp_path):
 @pytest.mark.parametrize("target", TARGETS)
 def test_every_target_dry_runs(tmp_path, profile, target):
     result = snakemake(tmp_path, "-n", target, profile=profile, env={"EMAIL": "student@example.edu"})
-    assert "This was a dry-run" in result.stdout + result.stderr or "Nothing to be done" in result.stdout + result.stderr
+    output = result.stdout + result.stderr
+    assert "This was a dry-run" in output or "Nothing to be done" in output
 
 
 def test_ptolemy_profile_plans_the_d20_download_on_scratch(tmp_path):
     result = snakemake(tmp_path, "-n", "download", profile="ptolemy", env={"USER": "student"})
     assert jobs_run(result)["download_shard"] == 240
-    assert "/scratch/ptolemy/users/student/nanochat/base_data/fineweb-edu/shard_00239.parquet" in result.stdout + result.stderr
+    shard = "/scratch/ptolemy/users/student/nanochat/base_data/fineweb-edu/shard_00239.parquet"
+    assert shard in result.stdout + result.stderr
 
 
 @pytest.mark.parametrize("override, key", [
-    ("tokenizer={vocab_size: abc}", "vocab_size"),
-    ("tokenizer={vocab_size: 100}", "vocab_size"),
-    ("data={source: commoncrawl}", "source"),
-    ("tokenizer={vocab_sise: 4096}", "vocab_sise"),
+    ("tok_train={vocab_size: abc}", "vocab_size"),
+    ("tok_train={vocab_size: 100}", "vocab_size"),
+    ("base_data={source: commoncrawl}", "source"),
+    ("tok_train={vocab_sise: 4096}", "vocab_sise"),
 ])
 def test_invalid_config_names_the_key(tmp_path, override, key):
     result = snakemake(tmp_path, "-n", "all", "--config", override, check=False)

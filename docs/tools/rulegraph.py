@@ -23,7 +23,7 @@ IMAGES = REPO / "docs" / "images"
 # image name -> snakemake arguments (target `all`; the cluster picture includes the optional RL stage)
 GRAPHS = {
     "rulegraph-local.svg": ["--profile", "profiles/local", "all"],
-    "rulegraph-ptolemy.svg": ["--profile", "profiles/ptolemy", "all", "--config", "chat_rl={enabled: true}"],
+    "rulegraph-ptolemy.svg": ["--profile", "profiles/ptolemy", "all", "--config", "workflow={chat_rl: true}"],
 }
 
 
@@ -61,7 +61,8 @@ def transitive_reduction(nodes: list[str], edges: set[tuple[str, str]]) -> set[t
 
 def local_rules() -> set[str]:
     """Rules declared with `localrule: True` in the workflow's files."""
-    text = "\n".join(p.read_text() for p in [REPO / "workflow" / "Snakefile", *sorted((REPO / "workflow" / "rules").glob("*.smk"))])
+    files = [REPO / "workflow" / "Snakefile", *sorted((REPO / "workflow" / "rules").glob("*.smk"))]
+    text = "\n".join(p.read_text() for p in files)
     blocks = re.split(r"^rule ", text, flags=re.MULTILINE)[1:]
     return {block.split(":", 1)[0] for block in blocks if re.search(r"^\s+localrule:\s*True", block, re.MULTILINE)}
 

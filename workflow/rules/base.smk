@@ -10,11 +10,11 @@ rule base_train:
         tokenizer=rules.tok_train.output.tokenizer,
         token_bytes=rules.tok_train.output.token_bytes,
     output:
-        model=str(BASE_CKPT / "model.pt"),
-        meta=str(BASE_CKPT / "meta.json"),
-        record=str(BASE_CKPT / "base_train.json"),
+        model=str(CKPT["base"] / "model.pt"),
+        meta=str(CKPT["base"] / "meta.json"),
+        record=str(CKPT["base"] / "base_train.json"),
     params:
-        settings=cli(config["base_train"]),
+        settings=cli("base_train"),
     threads: 16
     retries: TRAINING_RETRIES
     log:
@@ -24,9 +24,11 @@ rule base_train:
     conda:
         "../envs/train.yaml"
     shell:
-        "python -m nanochat.launch nanochat.base_train {params.settings} {RUNTIME_ARGS}"
-        " --tokenizer={input.tokenizer} --val={input.val} --out_dir={BASE_CKPT} --ckpt_dir={BASE_CKPT}/steps"
-        " {input.shards} 2>> {log}"
+        # {RUNTIME} (config `runtime`: device, checkpoint/eval/log frequency, wandb) is deliberately not a
+        # param, here and in every training rule: how a model trains must never retrain it.
+        "python -m nanochat.launch nanochat.scripts.base_train {params.settings} {RUNTIME}"
+        " --tokenizer={input.tokenizer} --val={input.val} --out_dir=$(dirname {output.model})"
+        " --ckpt_dir=$(dirname {output.model})/steps {input.shards} 2>> {log}"
 
 
 rule base_loss:
@@ -40,12 +42,12 @@ rule base_loss:
     output:
         record=str(EVAL_DIR / "base_loss.json"),
     params:
-        settings=cli(config["base_loss"]),
+        settings=cli("base_loss"),
     threads: 16
     log:
         log_path("base_loss"),
     conda:
         "../envs/train.yaml"
     shell:
-        "python -m nanochat.base_loss {params.settings} --model_dir={BASE_CKPT} --tokenizer={input.tokenizer}"
-        " --train={input.train} --val={input.val} --out={output.record} 2> {log}"
+        "python -m nanochat.scripts.base_loss {params.settings} --model_dir=$(dirname {input.model})"
+        " --tokenizer={input.tokenizer} --train={input.train} --val={input.val} --out={output.record} 2> {log}"

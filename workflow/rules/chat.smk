@@ -1,19 +1,20 @@
 # Chat stages: midtraining from the base model, SFT from the midtrained one, optional RL from the SFT
-# one (`chat_rl.enabled`; `all` and `report` include it only then). Step checkpoints go to
-# <stage>_checkpoints/steps/, not an output, so a failed or killed job resumes from them.
+# one (`workflow.chat_rl`; `all` and `report` include it only then). Step checkpoints go to
+# <model>_checkpoints/steps/, not an output, so a failed or killed job resumes from them.
 
 
 rule mid_train:
     input:
         parent=rules.base_train.output.model,
         tokenizer=rules.tok_train.output.tokenizer,
-        mixture=chat_mixture_inputs("mid", "mid_train"),
+        mixture=[download_path(name) for name in mixture_data("mid_train")],
     output:
-        model=str(MID_CKPT / "model.pt"),
-        meta=str(MID_CKPT / "meta.json"),
-        record=str(MID_CKPT / "mid_train.json"),
+        model=str(CKPT["mid"] / "model.pt"),
+        meta=str(CKPT["mid"] / "meta.json"),
+        record=str(CKPT["mid"] / "mid_train.json"),
     params:
-        settings=cli(config["mid_train"]),
+        settings=cli("mid_train"),
+        hub_dir=lambda w: str(HUB_DIR),  # a folder of downloads, none of them when offline
     threads: 16
     retries: TRAINING_RETRIES
     log:
@@ -23,22 +24,24 @@ rule mid_train:
     conda:
         "../envs/train.yaml"
     shell:
-        "python -m nanochat.launch nanochat.mid_train {params.settings} {RUNTIME_ARGS}"
-        " --parent_dir={BASE_CKPT} --tokenizer={input.tokenizer} --hub_dir={HUB_DIR} --out_dir={MID_CKPT}"
-        " --ckpt_dir={MID_CKPT}/steps 2>> {log}"
+        # {RUNTIME} is not a param on purpose: how a model trains must never retrain it (base.smk).
+        "python -m nanochat.launch nanochat.scripts.mid_train {params.settings} {RUNTIME}"
+        " --parent_dir=$(dirname {input.parent}) --tokenizer={input.tokenizer} --hub_dir={params.hub_dir}"
+        " --out_dir=$(dirname {output.model}) --ckpt_dir=$(dirname {output.model})/steps 2>> {log}"
 
 
 rule chat_sft:
     input:
         parent=rules.mid_train.output.model,
         tokenizer=rules.tok_train.output.tokenizer,
-        mixture=chat_mixture_inputs("sft", "chat_sft"),
+        mixture=[download_path(name) for name in mixture_data("chat_sft")],
     output:
-        model=str(SFT_CKPT / "model.pt"),
-        meta=str(SFT_CKPT / "meta.json"),
-        record=str(SFT_CKPT / "sft_train.json"),
+        model=str(CKPT["sft"] / "model.pt"),
+        meta=str(CKPT["sft"] / "meta.json"),
+        record=str(CKPT["sft"] / "chat_sft.json"),
     params:
-        settings=cli(config["chat_sft"]),
+        settings=cli("chat_sft"),
+        hub_dir=lambda w: str(HUB_DIR),  # a folder of downloads, none of them when offline
     threads: 16
     retries: TRAINING_RETRIES
     log:
@@ -48,22 +51,23 @@ rule chat_sft:
     conda:
         "../envs/train.yaml"
     shell:
-        "python -m nanochat.launch nanochat.chat_sft {params.settings} {RUNTIME_ARGS}"
-        " --parent_dir={MID_CKPT} --tokenizer={input.tokenizer} --hub_dir={HUB_DIR} --out_dir={SFT_CKPT}"
-        " --ckpt_dir={SFT_CKPT}/steps 2>> {log}"
+        # {RUNTIME} is not a param on purpose: how a model trains must never retrain it (base.smk).
+        "python -m nanochat.launch nanochat.scripts.chat_sft {params.settings} {RUNTIME}"
+        " --parent_dir=$(dirname {input.parent}) --tokenizer={input.tokenizer} --hub_dir={params.hub_dir}"
+        " --out_dir=$(dirname {output.model}) --ckpt_dir=$(dirname {output.model})/steps 2>> {log}"
 
 
 rule chat_rl:
     input:
         parent=rules.chat_sft.output.model,
         tokenizer=rules.tok_train.output.tokenizer,
-        gsm8k=GSM8K_TRAIN,
+        gsm8k=download_path("gsm8k_train"),
     output:
-        model=str(RL_CKPT / "model.pt"),
-        meta=str(RL_CKPT / "meta.json"),
-        record=str(RL_CKPT / "rl_train.json"),
+        model=str(CKPT["rl"] / "model.pt"),
+        meta=str(CKPT["rl"] / "meta.json"),
+        record=str(CKPT["rl"] / "chat_rl.json"),
     params:
-        settings=cli(config["chat_rl"]),
+        settings=cli("chat_rl"),
     threads: 16
     retries: TRAINING_RETRIES
     log:
@@ -73,6 +77,7 @@ rule chat_rl:
     conda:
         "../envs/train.yaml"
     shell:
-        "python -m nanochat.launch nanochat.chat_rl {params.settings} {RUNTIME_ARGS}"
-        " --parent_dir={SFT_CKPT} --tokenizer={input.tokenizer} --gsm8k={input.gsm8k} --out_dir={RL_CKPT}"
-        " --ckpt_dir={RL_CKPT}/steps 2>> {log}"
+        # {RUNTIME} is not a param on purpose: how a model trains must never retrain it (base.smk).
+        "python -m nanochat.launch nanochat.scripts.chat_rl {params.settings} {RUNTIME}"
+        " --parent_dir=$(dirname {input.parent}) --tokenizer={input.tokenizer} --gsm8k={input.gsm8k}"
+        " --out_dir=$(dirname {output.model}) --ckpt_dir=$(dirname {output.model})/steps 2>> {log}"

@@ -1,62 +1,67 @@
-# Paths of every artefact (the layout of docs/reference/artifacts.md) and helpers shared by rules.
+# Paths of every artefact (nanochat.layout, docs/reference/artifacts.md), the downloads this config
+# needs (nanochat.catalog), and helpers shared by rules.
 import shlex
 import sys
 from pathlib import Path
 
-from nanochat.chat_data import HUB_CHAT_DATA, HUB_MIXTURES, IDENTITY_FILE
-from nanochat.tasks import HUB_TASKS, TASKS, hub_path
+from nanochat import layout
+from nanochat.catalog import CHAT_EVAL_TEST_SETS, MIXTURES
 
 # Jobs run `python -m nanochat...`: find the Python that runs Snakemake (e.g. an unactivated .venv)
 # first. A conda env from --sdm conda is activated inside the job and still comes first.
-os.environ["PATH"] = os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"]
+os.environ.update(PATH=os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", ""))
 
-BASE = Path(os.path.expandvars(config["base_dir"])).expanduser()
-DATA_DIR = BASE / "base_data" / config["data"]["source"]
-SHARDS = [str(DATA_DIR / f"shard_{i:05d}.parquet") for i in range(config["data"]["num_shards"])]
+BASE = Path(os.path.expandvars(config["workflow"]["base_dir"])).expanduser()
+SHARD_DIR = BASE / layout.shard_folder(config["base_data"]["source"])
+SHARDS = [str(SHARD_DIR / f"shard_{i:05d}.parquet") for i in range(config["base_data"]["num_shards"])]
 TRAIN_SHARDS, VAL_SHARD = SHARDS[:-1], SHARDS[-1]
-TOKENIZER_DIR = BASE / "tokenizer"
-BASE_CKPT = BASE / "base_checkpoints"
-MID_CKPT = BASE / "mid_checkpoints"
-SFT_CKPT = BASE / "sft_checkpoints"
-RL_CKPT = BASE / "rl_checkpoints"
-RL_ENABLED = config["chat_rl"]["enabled"]
-EVAL_DIR = BASE / "eval"
-REPORT_DIR = BASE / "report"
-EVAL_BUNDLE = BASE / "eval_bundle"
-HUB_DIR = BASE / "hub"  # hub datasets as <owner>/<name>/<file>
-CHAT_EVAL_FILES = [str(hub_path(HUB_DIR, t)) for t in HUB_TASKS if TASKS[t][3]] \
-    if config["chat_eval"]["source"] == "hub" else []
-GSM8K_TRAIN = str(HUB_DIR / "openai" / "gsm8k" / "main" / "train-00000-of-00001.parquet")  # RL's questions
+TOKENIZER_DIR = BASE / layout.TOKENIZER
+CKPT = {model: BASE / folder for model, folder in layout.CHECKPOINTS.items()}
+EVAL_DIR = BASE / layout.EVAL
+REPORT_DIR = BASE / layout.REPORT
+HUB_DIR = BASE / layout.HUB
+RL_ENABLED = config["workflow"]["chat_rl"]
+CHAT_MODELS = ["mid", "sft"] + ["rl"] * RL_ENABLED  # the models `all` and `report` evaluate on the chat tasks
 
 
-def chat_mixture_inputs(stage: str, section: str) -> list[str]:
-    """The downloaded dataset folders a chat stage's hub mixture reads (none for the offline mixture)."""
-    if config[section]["mixture"] != "hub":
-        return []
-    return [str(HUB_DIR / "snapshots" / name) for name in HUB_MIXTURES[stage]] + [str(HUB_DIR / IDENTITY_FILE)]
+def download_path(name: str) -> str:
+    return str(BASE / layout.download_path(name))
 
 
-CHAT_MIXTURE_DIRS = sorted(set(chat_mixture_inputs("mid", "mid_train") + chat_mixture_inputs("sft", "chat_sft")))
-# Checkpoint folder of each stage a chat evaluation can run on.
-STAGE_CKPT = {"base": BASE_CKPT, "mid": MID_CKPT, "sft": SFT_CKPT, "rl": RL_CKPT}
-CHAT_STAGES = ["mid", "sft"] + ["rl"] * RL_ENABLED  # the stages `all` and `report` evaluate on the chat tasks
-# Every file that needs the network; the `download` target builds exactly these.
-DOWNLOADS = (SHARDS if config["data"]["source"] == "fineweb-edu" else []) \
-    + ([str(EVAL_BUNDLE)] if config["core"]["bundle_url"] else []) + CHAT_EVAL_FILES \
-    + [GSM8K_TRAIN] * RL_ENABLED + CHAT_MIXTURE_DIRS
+# The catalog entries this config reads (nanochat.catalog), by stage.
+CHAT_EVAL_DATA = CHAT_EVAL_TEST_SETS if config["chat_eval"]["source"] == "hub" else []
+
+
+def mixture_data(stage: str) -> list[str]:
+    """The catalog entries a chat stage's mixture reads: none for the offline mixture."""
+    return MIXTURES[stage] + ["identity"] if config[stage]["mixture"] == "hub" else []
+
+
+# Every catalog entry this config downloads (named in report.md), and their files: the `download` target.
+DATA = sorted(
+    set(
+        (["fineweb_edu"] if config["base_data"]["source"] == "fineweb-edu" else [])
+        + (["eval_bundle"] if config["base_eval"]["bundle"] else [])
+        + CHAT_EVAL_DATA
+        + mixture_data("mid_train")
+        + mixture_data("chat_sft")
+        + ["gsm8k_train"] * RL_ENABLED
+    )
+)
+DOWNLOADS = (SHARDS if "fineweb_edu" in DATA else []) + [download_path(n) for n in DATA if n != "fineweb_edu"]
 
 
 def log_path(rule: str, name: str = "") -> str:
-    return str(BASE / "logs" / rule / f"{name or rule}.log")
+    return str(BASE / layout.LOGS / rule / f"{name or rule}.log")
 
 
 def benchmark_path(rule: str, name: str = "") -> str:
-    return str(BASE / "benchmarks" / rule / f"{name or rule}.tsv")
+    return str(BASE / layout.BENCHMARKS / rule / f"{name or rule}.tsv")
 
 
-def cli(settings: dict) -> str:
-    """A config section as the entry point's `--key=value` flags (the flags are the section's keys)."""
-    return " ".join(f"--{key}={shlex.quote(str(value))}" for key, value in settings.items())
+def cli(section: str) -> str:
+    """A config section as its stage's `--key=value` flags (the flags are the section's keys)."""
+    return " ".join(f"--{key}={shlex.quote(str(value))}" for key, value in config[section].items())
 
 
 # A failed training job (time limit, preemption, crash) is started again up to 3 times, and resumes
@@ -66,17 +71,16 @@ def cli(settings: dict) -> str:
 TRAINING_RETRIES = 3 if workflow.is_main_process else 0
 
 
-# How training runs (device, checkpoint/eval/log frequency, wandb): passed to the shell but not a
-# `param`, so changing it never retrains a model.
-RUNTIME_ARGS = cli(config["runtime"])
-
-
 # SLURM mail: the ptolemy profile passes $NANOCHAT_SLURM_MAIL to sbatch. The address comes from
-# config `email`, else $EMAIL; with neither, no mail flags are sent and the run says so once.
-MAIL_USER = config["email"] or os.environ.get("EMAIL", "")
-os.environ["NANOCHAT_SLURM_MAIL"] = f"--mail-type=END,FAIL --mail-user={MAIL_USER}" if MAIL_USER else ""
+# config `workflow.email`, else $EMAIL; with neither, no mail flags are sent and the run says so once.
+MAIL_USER = config["workflow"]["email"] or os.environ.get("EMAIL", "")
+os.environ.update(NANOCHAT_SLURM_MAIL=f"--mail-type=END,FAIL --mail-user={MAIL_USER}" if MAIL_USER else "")
 
 
 onstart:
     if not MAIL_USER and workflow.non_local_exec:
-        logger.warning("No e-mail address (config `email` or $EMAIL): SLURM jobs will not send END/FAIL mail.")
+        logger.warning("No e-mail address (config `workflow.email` or $EMAIL): SLURM jobs will not send END/FAIL mail.")
+
+
+# How training runs (config `runtime`): passed to the training rules' shell, never a `param`.
+RUNTIME = cli("runtime")

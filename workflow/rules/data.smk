@@ -1,14 +1,12 @@
-# Pretraining shards, one target per shard so an interrupted download reruns only what is missing.
+# Every download (the catalog entries: nanochat/catalog.py) and the offline pretraining shards.
+# Downloads are local rules: they run where Snakemake runs (the devel node with internet on Ptolemy).
 
 
-# fineweb-edu: a download, so a local rule: it runs where Snakemake runs (the devel node on Ptolemy).
+# fineweb-edu: one job per shard, so an interrupted download reruns only what is missing.
 rule download_shard:
     localrule: True
     output:
-        shard=str(BASE / "base_data" / "fineweb-edu" / "shard_{index}.parquet"),
-    params:
-        hf_repo=config["data"]["hf_repo"],
-        num_shards=config["data"]["num_shards"],
+        shard=str(BASE / layout.shard_folder("fineweb-edu") / "shard_{index}.parquet"),
     wildcard_constraints:
         index=r"\d{5}",
     log:
@@ -17,22 +15,64 @@ rule download_shard:
     conda:
         "../envs/data.yaml"
     shell:
-        "python -m nanochat.dataset --source=fineweb-edu --hf_repo={params.hf_repo}"
-        " --num_shards={params.num_shards} --index=$((10#{wildcards.index})) --out={output.shard} 2> {log}"
+        "python -m nanochat.scripts.download fineweb_edu --index=$((10#{wildcards.index})) --out={output.shard}"
+        " 2> {log}"
 
 
-# offline: text shipped by installed packages, dealt into shards; no network.
-rule offline_shard:
+# A hub dataset's files (chat evaluation sets, chat mixtures), verified, as one folder.
+rule download_hub:
+    localrule: True
     output:
-        shard=str(BASE / "base_data" / "offline" / "shard_{index}.parquet"),
-    params:
-        num_shards=config["data"]["num_shards"],
+        folder=directory(str(BASE / layout.HUB / "{name}")),
     wildcard_constraints:
-        index=r"\d{5}",
+        name="|".join(CHAT_EVAL_TEST_SETS + sorted({n for names in MIXTURES.values() for n in names})),
     log:
-        log_path("offline_shard", "shard_{index}"),
+        log_path("download_hub", "{name}"),
+    retries: 2
     conda:
         "../envs/data.yaml"
     shell:
-        "python -m nanochat.dataset --source=offline --num_shards={params.num_shards}"
-        " --index=$((10#{wildcards.index})) --out={output.shard} 2> {log}"
+        "python -m nanochat.scripts.download {wildcards.name} --out={output.folder} 2> {log}"
+
+
+rule download_eval_bundle:
+    localrule: True
+    output:
+        bundle=directory(download_path("eval_bundle")),
+    log:
+        log_path("download_eval_bundle"),
+    retries: 2
+    conda:
+        "../envs/data.yaml"
+    shell:
+        "python -m nanochat.scripts.download eval_bundle --out={output.bundle} 2> {log}"
+
+
+rule download_identity:
+    localrule: True
+    output:
+        jsonl=download_path("identity"),
+    log:
+        log_path("download_identity"),
+    retries: 2
+    conda:
+        "../envs/data.yaml"
+    shell:
+        "python -m nanochat.scripts.download identity --out={output.jsonl} 2> {log}"
+
+
+# offline: text shipped by installed packages, dealt into shards; no network.
+rule base_data:
+    output:
+        shard=str(BASE / layout.shard_folder("offline") / "shard_{index}.parquet"),
+    params:
+        settings=cli("base_data"),
+    wildcard_constraints:
+        index=r"\d{5}",
+    log:
+        log_path("base_data", "shard_{index}"),
+    conda:
+        "../envs/data.yaml"
+    shell:
+        "python -m nanochat.scripts.base_data {params.settings} --index=$((10#{wildcards.index}))"
+        " --out={output.shard} 2> {log}"

@@ -9,7 +9,7 @@ rule tok_train:
         token_bytes=str(TOKENIZER_DIR / "token_bytes.pt"),
         record=str(TOKENIZER_DIR / "tok_train.json"),
     params:
-        settings=cli(config["tokenizer"]),
+        settings=cli("tok_train"),
     threads: 8
     log:
         log_path("tok_train"),
@@ -18,7 +18,7 @@ rule tok_train:
     conda:
         "../envs/train.yaml"
     shell:
-        "RAYON_NUM_THREADS={threads} python -m nanochat.tok_train {params.settings}"
+        "RAYON_NUM_THREADS={threads} python -m nanochat.scripts.tok_train {params.settings}"
         " --out_dir=$(dirname {output.tokenizer}) {input.shards} 2> {log}"
 
 
@@ -30,11 +30,11 @@ rule tok_eval:
     output:
         record=str(TOKENIZER_DIR / "tok_eval.json"),
     params:
-        settings=cli(config["tok_eval"]),
+        settings=cli("tok_eval"),
     log:
         log_path("tok_eval"),
     conda:
         "../envs/train.yaml"
     shell:
-        "python -m nanochat.tok_eval {params.settings} --tokenizer={input.tokenizer}"
+        "python -m nanochat.scripts.tok_eval {params.settings} --tokenizer={input.tokenizer}"
         " --train={input.train} --val={input.val} --out={output.record} 2> {log}"

@@ -1,6 +1,6 @@
 """Tokenizer compression: UTF-8 bytes per token on validation text (and on training text, for contrast).
 
-    python -m nanochat.tok_eval --tokenizer tok/tokenizer.json --train shard_00000.parquet \
+    python -m nanochat.scripts.tok_eval --tokenizer tok/tokenizer.json --train shard_00000.parquet \
         --val shard_00003.parquet --out tok_eval.json
 """
 
@@ -11,8 +11,10 @@ import time
 
 from nanochat import settings
 from nanochat.common import run_record, start_compute_stage, write_json_atomic
+from nanochat.dataset import iter_texts
+from nanochat.tokenizer import Tokenizer
 
-log = logging.getLogger("nanochat.tok_eval")
+log = logging.getLogger("nanochat.scripts.tok_eval")
 
 
 @dataclasses.dataclass
@@ -21,7 +23,7 @@ class TokEvalSettings:
     max_chars: int = 10_000_000  # characters of each split to encode
 
 
-def compression(tokenizer, texts: list[str]) -> dict[str, float]:
+def compression(tokenizer: Tokenizer, texts: list[str]) -> dict[str, float]:
     """Bytes, tokens and bytes per token of `texts` under `tokenizer`."""
     n_bytes = sum(len(t.encode("utf-8")) for t in texts)
     n_tokens = sum(len(ids) for ids in tokenizer.encode_batch(texts))
@@ -39,10 +41,6 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     cfg: TokEvalSettings = settings.from_args(TokEvalSettings, args)
     start_compute_stage([args.tokenizer, args.train, args.val])
-
-    from nanochat.dataset import iter_texts
-    from nanochat.tokenizer import Tokenizer
-
     started = time.time()
     tokenizer = Tokenizer.load(args.tokenizer)
     record = {"settings": dataclasses.asdict(cfg), "vocab_size": tokenizer.vocab_size}

@@ -3,7 +3,7 @@
 Writes into --out_dir: tokenizer.json, token_bytes.pt (UTF-8 bytes per token id, 0 for special
 tokens, used for bits per byte) and tok_train.json (what was trained on, how long it took).
 
-    python -m nanochat.tok_train --vocab_size 4096 --out_dir tok/ shard_00000.parquet shard_00001.parquet
+    python -m nanochat.scripts.tok_train --vocab_size 4096 --out_dir tok/ shard_00000.parquet shard_00001.parquet
 """
 
 import argparse
@@ -11,14 +11,18 @@ import dataclasses
 import logging
 import time
 
+import torch
+
 from nanochat import settings
 from nanochat.common import run_record, start_compute_stage, write_json_atomic
+from nanochat.dataset import iter_texts
+from nanochat.tokenizer import Tokenizer
 
-log = logging.getLogger("nanochat.tok_train")
+log = logging.getLogger("nanochat.scripts.tok_train")
 
 
 @dataclasses.dataclass
-class TokenizerSettings:
+class TokTrainSettings:
     """BPE tokenizer training (HF tokenizers, GPT-4 split pattern, 9 special tokens)."""
     vocab_size: int = dataclasses.field(default=65536, metadata={"minimum": 265})  # vocabulary size, the 9 special tokens included (at least 256 bytes + 9)
     max_chars: int = 2_000_000_000  # train on at most this many characters of the training shards
@@ -27,18 +31,12 @@ class TokenizerSettings:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    settings.add_arguments(parser, TokenizerSettings)
+    settings.add_arguments(parser, TokTrainSettings)
     settings.add_path_arguments(parser, out_dir="folder for tokenizer.json and token_bytes.pt")
     parser.add_argument("shards", nargs="+", help="training shards (parquet, `text` column)")
     args = parser.parse_args(argv)
-    cfg: TokenizerSettings = settings.from_args(TokenizerSettings, args)
+    cfg: TokTrainSettings = settings.from_args(TokTrainSettings, args)
     start_compute_stage(args.shards)
-
-    import torch  # after the input check: a missing shard should fail in well under a second
-
-    from nanochat.dataset import iter_texts
-    from nanochat.tokenizer import Tokenizer
-
     started = time.time()
     seen = {"chars": 0, "docs": 0}
 

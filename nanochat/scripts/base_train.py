@@ -1,8 +1,8 @@
 """Pretrain the base model on the tokenized shards; resumable at any step checkpoint.
 
-    python -m nanochat.base_train --depth=4 --tokenizer=tok/tokenizer.json --val=val.parquet \
+    python -m nanochat.scripts.base_train --depth=4 --tokenizer=tok/tokenizer.json --val=val.parquet \
         --out_dir=base/ --ckpt_dir=base/steps shard_00000.parquet ...
-    torchrun --standalone --nproc_per_node=8 -m nanochat.base_train ...   # one process per GPU
+    torchrun --standalone --nproc_per_node=8 -m nanochat.scripts.base_train ...   # one process per GPU
 
 Step checkpoints go to --ckpt_dir/<run hash>/ (the hash covers the settings and the tokenizer, so
 a changed run never resumes from another's state). On start the newest complete one is restored.
@@ -11,17 +11,23 @@ SIGTERM, SIGINT (Ctrl-C) and SIGUSR1 write a checkpoint and exit with status 75;
 
 import argparse
 import dataclasses
-import hashlib
-import json
 import logging
 import time
 from pathlib import Path
 
-from nanochat import settings
-from nanochat.common import run_record, start_compute_stage, write_json_atomic
-from nanochat.training import RuntimeSettings
+import torch
 
-log = logging.getLogger("nanochat.base_train")
+from nanochat import settings
+from nanochat.checkpoint import StepCheckpoints, save_final
+from nanochat.common import run_hash, run_record, start_compute_stage, write_json_atomic
+from nanochat.compute import init_compute, shutdown
+from nanochat.dataloader import DataLoader
+from nanochat.gpt import GPT, GPTConfig
+from nanochat.loss_eval import eval_batches, evaluate_bpb
+from nanochat.tokenizer import Tokenizer
+from nanochat.training import RuntimeSettings, StopRequest, train_loop
+
+log = logging.getLogger("nanochat.scripts.base_train")
 
 
 @dataclasses.dataclass
@@ -54,13 +60,6 @@ def num_steps(cfg: BaseTrainSettings, num_params: int, flops_per_token: int) -> 
     return max(1, round(cfg.target_param_data_ratio * num_params / cfg.total_batch_size))
 
 
-def run_hash(cfg: BaseTrainSettings, tokenizer_path: Path, shards: list[str]) -> str:
-    h = hashlib.sha256(json.dumps(dataclasses.asdict(cfg), sort_keys=True).encode())
-    h.update(Path(tokenizer_path).read_bytes())
-    h.update("\n".join(Path(s).name for s in shards).encode())
-    return h.hexdigest()[:12]
-
-
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     settings.add_arguments(parser, BaseTrainSettings)
@@ -76,17 +75,6 @@ def main(argv: list[str] | None = None) -> None:
     rt: RuntimeSettings = settings.from_args(RuntimeSettings, args)
     token_bytes_path = args.tokenizer.parent / "token_bytes.pt"
     start_compute_stage([*args.shards, args.val, args.tokenizer, token_bytes_path])
-
-    import torch
-
-    from nanochat.checkpoint import StepCheckpoints, save_final
-    from nanochat.compute import init_compute, shutdown
-    from nanochat.dataloader import DataLoader
-    from nanochat.gpt import GPT, GPTConfig
-    from nanochat.loss_eval import eval_batches, evaluate_bpb
-    from nanochat.tokenizer import Tokenizer
-    from nanochat.training import StopRequest, train_loop
-
     started = time.time()
     compute = init_compute(rt.device)
     if not compute.is_master:
@@ -105,7 +93,8 @@ def main(argv: list[str] | None = None) -> None:
              model_config, f"{model.num_params():,}", model.flops_per_token(), steps, f"{cfg.total_batch_size:,}",
              compute.world_size, compute.device)
 
-    checkpoints = StepCheckpoints(args.ckpt_dir / run_hash(cfg, args.tokenizer, args.shards), compute)
+    run = run_hash(cfg, args.tokenizer, names=[Path(s).name for s in args.shards])
+    checkpoints = StepCheckpoints(args.ckpt_dir / run, compute)
     resumed = checkpoints.load_latest(model, optimizers)
     meta, loader_state = resumed if resumed else ({"history": []}, None)
     history = meta["history"]

@@ -1,7 +1,7 @@
 """Chat with a trained model in the browser (FastAPI + uvicorn).
 
-    python -m nanochat.chat_web                       # the SFT model of ./.nanochat on http://0.0.0.0:8000
-    python -m nanochat.chat_web -i mid --port 8001
+    python -m nanochat.scripts.chat_web                       # the SFT model of ./.nanochat on http://0.0.0.0:8000
+    python -m nanochat.scripts.chat_web -i mid --port 8001
 
 GET /                   the chat page
 POST /chat/completions  {"messages": [{"role": "user", "content": "..."}], "temperature", "top_k", "max_tokens"}
@@ -16,13 +16,23 @@ naming the limit.
 
 import argparse
 import asyncio
+import importlib.resources
 import json
 import threading
 import time
 from pathlib import Path
 from typing import Literal
 
+import torch
+import uvicorn
+from fastapi import FastAPI
+from fastapi.responses import HTMLResponse, StreamingResponse
 from pydantic import BaseModel, Field, model_validator
+
+from nanochat import layout
+from nanochat.checkpoint import find_model, load_model
+from nanochat.engine import Engine, decode_stream
+from nanochat.tokenizer import Tokenizer
 
 MAX_MESSAGES, MAX_MESSAGE_CHARS, MAX_TOTAL_CHARS = 500, 8000, 32000
 
@@ -62,42 +72,34 @@ class WorkerPool:
         worker = await self.free.get()
         self.stats["requests"] += 1
         self.stats["active"] += 1
-        loop, tokens = asyncio.get_running_loop(), asyncio.Queue()
+        loop, pieces = asyncio.get_running_loop(), asyncio.Queue()
         engine = self.engines[worker]
         conversation = [m.model_dump() for m in request.messages]
 
         def generate() -> None:  # in a thread: the event loop keeps serving other requests
             try:
                 ids = engine.tokenizer.render_for_completion(conversation)
-                for step in engine.generate(ids, 1, request.max_tokens, request.temperature, request.top_k):
-                    if step[0] is None or step[0] in engine.stop:
-                        break
-                    loop.call_soon_threadsafe(tokens.put_nowait, step[0])
+                tokens = engine.reply(ids, request.max_tokens, request.temperature, request.top_k)
+                for piece in decode_stream(engine.tokenizer, tokens):
+                    loop.call_soon_threadsafe(pieces.put_nowait, piece)
             finally:
-                loop.call_soon_threadsafe(tokens.put_nowait, None)
+                loop.call_soon_threadsafe(pieces.put_nowait, None)
 
         threading.Thread(target=generate, daemon=True).start()
         try:
-            generated, sent = [], ""
-            while (token := await tokens.get()) is not None:
-                generated.append(token)
+            while (piece := await pieces.get()) is not None:
                 self.stats["tokens"] += 1
-                text = engine.tokenizer.decode(generated)
-                if not text.endswith("\ufffd"):  # whole characters only
-                    yield f"data: {json.dumps({'token': text[len(sent):], 'worker': worker})}\n\n"
-                    sent = text
+                if piece:  # whole characters only
+                    yield f"data: {json.dumps({'token': piece, 'worker': worker})}\n\n"
             yield f"data: {json.dumps({'done': True})}\n\n"
         finally:
             self.stats["active"] -= 1
             self.free.put_nowait(worker)
 
 
-def create_app(pool: WorkerPool, source: str):
-    from fastapi import FastAPI
-    from fastapi.responses import HTMLResponse, StreamingResponse
-
+def create_app(pool: WorkerPool, source: str) -> FastAPI:
     app = FastAPI(title="nanochat")
-    page = (Path(__file__).parent / "ui.html").read_text()
+    page = importlib.resources.files("nanochat.scripts").joinpath("ui.html").read_text()
 
     @app.get("/", response_class=HTMLResponse)
     async def index() -> str:
@@ -122,23 +124,14 @@ def create_app(pool: WorkerPool, source: str):
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("-i", "--source", choices=("base", "mid", "sft", "rl"), default="sft", help="which model")
+    parser.add_argument("-i", "--source", choices=tuple(layout.CHECKPOINTS), default="sft", help="which model")
     parser.add_argument("--base_dir", type=Path, default=Path(".nanochat"), help="the workflow's base_dir")
     parser.add_argument("--host", default="0.0.0.0", help="address to listen on")
     parser.add_argument("--port", type=int, default=8000, help="port to listen on")
     parser.add_argument("--workers", type=int, default=0, help="model copies (default: one per GPU, else 1)")
     args = parser.parse_args(argv)
-
-    import torch
-    import uvicorn
-
-    from nanochat.chat_cli import find_checkpoint
-    from nanochat.checkpoint import load_model
-    from nanochat.engine import Engine
-    from nanochat.tokenizer import Tokenizer
-
-    folder = find_checkpoint(args.base_dir, args.source)
-    tokenizer = Tokenizer.load(args.base_dir / "tokenizer" / "tokenizer.json")
+    folder = find_model(args.base_dir, args.source)
+    tokenizer = Tokenizer.load(args.base_dir / layout.TOKENIZER / "tokenizer.json")
     gpus = torch.cuda.device_count()
     devices = [f"cuda:{i}" for i in range(gpus)] if gpus else ["cpu"] * (args.workers or 1)
     devices = devices[:args.workers] if args.workers and gpus else devices

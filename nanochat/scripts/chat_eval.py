@@ -7,7 +7,7 @@ tests in the sandbox, SpellingBee's last number. ChatCORE = mean over the evalua
 (accuracy - baseline) / (1 - baseline). A task with no data from the chosen source is recorded as
 not available, with the reason, and left out of ChatCORE.
 
-    python -m nanochat.chat_eval --source=offline --model_dir=sft/ --tokenizer=tok/tokenizer.json \
+    python -m nanochat.scripts.chat_eval --source=offline --model_dir=sft/ --tokenizer=tok/tokenizer.json \
         --hub_dir=hub/ --out=chat_eval_sft.json
 """
 
@@ -15,14 +15,21 @@ import argparse
 import dataclasses
 import logging
 import random
-import re
 import time
 from typing import Literal
 
-from nanochat import settings
-from nanochat.common import run_record, start_compute_stage, write_json_atomic
+import torch
 
-log = logging.getLogger("nanochat.chat_eval")
+from nanochat import settings, tasks
+from nanochat.catalog import CATALOG
+from nanochat.checkpoint import load_model
+from nanochat.common import run_record, start_compute_stage, write_json_atomic
+from nanochat.compute import init_compute
+from nanochat.engine import Engine
+from nanochat.tasks.common import LETTERS
+from nanochat.tokenizer import Tokenizer
+
+log = logging.getLogger("nanochat.scripts.chat_eval")
 
 
 @dataclasses.dataclass
@@ -33,32 +40,6 @@ class ChatEvalSettings:
     max_new_tokens: int = 512  # tokens generated per generative problem
 
 
-def generative_prompt(task: str, item: dict) -> str:
-    if task == "gsm8k":
-        return item["question"]
-    if task == "humaneval":
-        return f"Complete this Python function.\n\n```python\n{item['prompt']}```"
-    return f"How many {item['letter']} are in the word {item['word']}?"
-
-
-def check_answer(task: str, item: dict, completion: str) -> bool:
-    if task == "gsm8k":
-        found = re.search(r"####\s*(-?[\d,]*\.?\d+)", completion)
-        return bool(found) and found.group(1).replace(",", "") == item["answer"]
-    if task == "spellingbee":
-        numbers = re.findall(r"-?\d+", completion)
-        return bool(numbers) and int(numbers[-1]) == item["answer"]
-    from nanochat.execution import execute_code
-
-    fenced = re.search(r"```(?:python)?\n(.*?)(?:```|$)", completion, re.S)
-    code = fenced.group(1) if fenced else completion
-    if f"def {item['entry_point']}" not in code:  # a continuation of the signature's body
-        code = item["prompt"] + code
-    imports = "\n".join(line for line in item["prompt"].splitlines() if line.startswith(("import ", "from ")))
-    program = f"{imports}\n\n{code}\n\n{item['test']}\n\ncheck({item['entry_point']})\n"
-    return execute_code(program, timeout=5.0).success
-
-
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     settings.add_arguments(parser, ChatEvalSettings)
@@ -67,59 +48,49 @@ def main(argv: list[str] | None = None) -> None:
                                 hub_dir="folder of downloaded hub datasets (source=hub)", out="JSON record to write")
     args = parser.parse_args(argv)
     cfg: ChatEvalSettings = settings.from_args(ChatEvalSettings, args)
-    from nanochat.tasks import HUB_TASKS, NOT_OFFLINE, OFFLINE_TASKS, TASKS, hub_path, load_task, multiple_choice_prompt
-
-    names = HUB_TASKS if cfg.source == "hub" else [*OFFLINE_TASKS, *NOT_OFFLINE]
-    datasets = [hub_path(args.hub_dir, t) for t in names if TASKS[t][3]] if cfg.source == "hub" else []
-    start_compute_stage([args.model_dir / "model.pt", args.model_dir / "meta.json", args.tokenizer, *datasets])
-
-    import torch
-
-    from nanochat.checkpoint import load_model
-    from nanochat.compute import init_compute
-    from nanochat.engine import Engine
-    from nanochat.tokenizer import Tokenizer
-
+    names = tasks.task_names(cfg.source)
+    hub = [tasks.EVAL_TASKS[t].hub for t in names if tasks.EVAL_TASKS[t].hub] if cfg.source == "hub" else []
+    start_compute_stage([args.model_dir / "model.pt", args.model_dir / "meta.json", args.tokenizer,
+                         *(args.hub_dir / name for name in hub)])
     started = time.time()
     compute = init_compute(args.device)
     model, meta = load_model(args.model_dir, compute.device)
     tokenizer = Tokenizer.load(args.tokenizer)
     engine = Engine(model, tokenizer)
     results = {}
-    for task in names:
-        display, kind, baseline, _, _ = TASKS[task]
-        items = load_task(task, cfg.source, args.hub_dir)
+    for name in names:
+        task = tasks.EVAL_TASKS[name]
+        items = tasks.load(name, cfg.source, args.hub_dir)
         if isinstance(items, str):
-            results[display] = {"available": False, "reason": items}
-            log.info("%-14s %s", display, items)
+            results[task.name] = {"available": False, "reason": items}
+            log.info("%-14s %s", task.name, items)
             continue
         random.Random(1337).shuffle(items)
         items = items[:cfg.max_problems] if cfg.max_problems > 0 else items
         task_started, correct = time.time(), 0
         for item in items:
-            if kind == "categorical":
-                ids = tokenizer.render_for_completion([{"role": "user", "content": multiple_choice_prompt(item)}])
-                letters = [tokenizer.encode(letter)[0] for letter in "ABCDEFGHIJ"[:len(item["choices"])]]
+            ids = tokenizer.render_for_completion([{"role": "user", "content": task.prompt(item)}])
+            if task.kind == "categorical":
+                letters = [tokenizer.encode(letter)[0] for letter in LETTERS[:len(item["choices"])]]
                 with torch.no_grad(), compute.autocast():
                     logits = model(torch.tensor([ids], device=compute.device))[0, -1]
                 correct += int(logits[letters].argmax()) == item["answer"]
             else:
-                ids = tokenizer.render_for_completion([{"role": "user", "content": generative_prompt(task, item)}])
                 with compute.autocast(decode=True):
                     [completion] = engine.generate_batch(ids, 1, max_tokens=cfg.max_new_tokens, temperature=0.0)
-                completion = tokenizer.decode(completion)
-                correct += check_answer(task, item, completion)
+                correct += task.grade(item, tokenizer.decode(completion))
         accuracy = correct / len(items)
-        results[display] = {"available": True, "accuracy": accuracy, "n": len(items), "baseline": baseline,
-                            "centered": (accuracy - baseline) / (1 - baseline),
-                            "wall_time_s": round(time.time() - task_started, 3)}
-        log.info("%-14s accuracy %.4f (n=%d, baseline %.2f) in %.1fs", display, accuracy, len(items), baseline,
-                 results[display]["wall_time_s"])
+        results[task.name] = {"available": True, "accuracy": accuracy, "n": len(items), "baseline": task.baseline,
+                              "centered": (accuracy - task.baseline) / (1 - task.baseline),
+                              "wall_time_s": round(time.time() - task_started, 3)}
+        log.info("%-14s accuracy %.4f (n=%d, baseline %.2f) in %.1fs", task.name, accuracy, len(items),
+                 task.baseline, results[task.name]["wall_time_s"])
     evaluated = [r for r in results.values() if r["available"]]
     chatcore = sum(r["centered"] for r in evaluated) / len(evaluated) if evaluated else None
     log.info("ChatCORE %s over %d tasks", f"{chatcore:.4f}" if chatcore is not None else "n/a", len(evaluated))
     write_json_atomic(args.out, {"chatcore": chatcore, "chatcore_tasks": [n for n, r in results.items() if r["available"]],
                                  "tasks": results, "settings": dataclasses.asdict(cfg), "model_step": meta["step"],
+                                 "data": {name: CATALOG[name].describe() for name in hub},
                                  "device": str(compute.device), **run_record(started)})
 
 

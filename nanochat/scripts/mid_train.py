@@ -1,7 +1,7 @@
 """Midtraining: the base model continues on conversations packed into rows, every token trained, so it
 learns the chat format, the special tokens and the python tool before SFT.
 
-    python -m nanochat.mid_train --parent_dir=base_checkpoints/ --tokenizer=tok/tokenizer.json \
+    python -m nanochat.scripts.mid_train --parent_dir=base_checkpoints/ --tokenizer=tok/tokenizer.json \
         --out_dir=mid_checkpoints/ --ckpt_dir=mid_checkpoints/steps
 """
 
@@ -27,7 +27,7 @@ class MidTrainSettings:
 
 
 def main(argv: list[str] | None = None) -> None:
-    chat_train.train_on_conversations(MidTrainSettings, "mid", pack=True, doc=__doc__, argv=argv)
+    chat_train.train_on_conversations(MidTrainSettings, "mid_train", pack=True, doc=__doc__, argv=argv)
 
 
 if __name__ == "__main__":

@@ -2,9 +2,8 @@
 several answers, reward 1 for the right final number ('#### N'), advantage = reward - mean reward of the
 question's samples, and raise the log-probability of the sampled tokens in proportion (no KL, no clipping).
 
-    python -m nanochat.chat_rl --parent_dir=sft_checkpoints/ --tokenizer=tok/tokenizer.json \
-        --gsm8k=hub/openai/gsm8k/main/train-00000-of-00001.parquet --out_dir=rl_checkpoints/ \
-        --ckpt_dir=rl_checkpoints/steps
+    python -m nanochat.scripts.chat_rl --parent_dir=sft_checkpoints/ --tokenizer=tok/tokenizer.json \
+        --gsm8k=hub/gsm8k_train/ --out_dir=rl_checkpoints/ --ckpt_dir=rl_checkpoints/steps
 
 The samples of a question share one prefill (nanochat.engine, calculator tool included) and are seeded
 by the question's index, so a resumed run draws exactly the samples it would have.
@@ -12,13 +11,16 @@ by the question's index, so a resumed run draws exactly the samples it would hav
 
 import dataclasses
 
+import torch
+
 from nanochat import chat_train
+from nanochat.engine import Engine
+from nanochat.tasks import gsm8k
 
 
 @dataclasses.dataclass
 class ChatRlSettings:
-    """RL on GSM8K after SFT (needs GSM8K's training set from the hub; off in the local presets)."""
-    enabled: bool = False  # run RL at all; when false the report says "RL: disabled in config"
+    """RL on GSM8K after SFT (needs GSM8K's training set from the hub; runs when workflow.chat_rl is true)."""
     num_iterations: int = -1  # optimizer steps (-1: one pass over the questions)
     questions_per_step: int = 16  # questions per optimizer step over all devices
     samples_per_question: int = 16  # sampled answers per question (one micro-batch)
@@ -38,8 +40,6 @@ class RolloutLoader:
                  state: int = 0):
         if cfg.questions_per_step % world_size:
             raise ValueError(f"questions_per_step {cfg.questions_per_step} must be a multiple of {world_size}")
-        from nanochat.engine import Engine
-
         self.model, self.tokenizer, self.questions, self.cfg = model, tokenizer, questions, cfg
         self.engine = Engine(model, tokenizer)
         self.accum, self.rank, self.taken = cfg.questions_per_step // world_size, rank, state
@@ -47,10 +47,6 @@ class RolloutLoader:
 
     def next_batch(self, device):
         """(inputs, targets, advantages) of one question's samples, on `device`."""
-        import torch  # here, not at the top: the workflow imports this module's settings
-
-        from nanochat.chat_eval import check_answer
-
         step, micro = divmod(self.taken, self.accum)
         g = step * self.cfg.questions_per_step + self.rank * self.accum + micro
         self.taken += 1
@@ -61,7 +57,7 @@ class RolloutLoader:
         answers = self.engine.generate_batch(prompt, self.cfg.samples_per_question, max_tokens=self.cfg.max_new_tokens,
                                              temperature=self.cfg.temperature, top_k=self.cfg.top_k, seed=g)
         self.model.train()
-        rewards = [float(check_answer("gsm8k", item, self.tokenizer.decode(a))) for a in answers]
+        rewards = [float(gsm8k.grade(item, self.tokenizer.decode(a))) for a in answers]
         rows = [a + [end] if len(a) < self.cfg.max_new_tokens else a for a in answers]
         self.rewards += rewards
         width = len(prompt) + max(map(len, rows)) - 1
@@ -91,11 +87,9 @@ def policy_gradient_loss(model, batch):
 
 
 def main(argv: list[str] | None = None) -> None:
-    from nanochat.tasks import read_hub_file
-
-    stage = chat_train.setup(ChatRlSettings, "rl", __doc__, argv, gsm8k="GSM8K training set (parquet)")
+    stage = chat_train.setup(ChatRlSettings, "chat_rl", __doc__, argv, gsm8k="GSM8K's training set (downloaded folder)")
     cfg = stage.cfg
-    questions = read_hub_file("gsm8k", stage.args.gsm8k)
+    questions = gsm8k.read(stage.args.gsm8k)
     loader = RolloutLoader(stage.model, stage.tokenizer, questions, cfg, stage.compute.rank,
                            stage.compute.world_size, stage.loader_state or 0)
     steps = cfg.num_iterations if cfg.num_iterations > 0 else max(1, len(questions) // cfg.questions_per_step)

@@ -1,7 +1,7 @@
 """Evaluate the base model: bits per byte on the training and validation splits, and a few greedy
 completions of fixed prompts, to one JSON record.
 
-    python -m nanochat.base_loss --model_dir=base/ --tokenizer=tok/tokenizer.json \
+    python -m nanochat.scripts.base_loss --model_dir=base/ --tokenizer=tok/tokenizer.json \
         --train=shard_00000.parquet --val=shard_00003.parquet --out=base_loss.json
 """
 
@@ -10,10 +10,17 @@ import dataclasses
 import logging
 import time
 
-from nanochat import settings
-from nanochat.common import run_record, start_compute_stage, write_json_atomic
+import torch
 
-log = logging.getLogger("nanochat.base_loss")
+from nanochat import settings
+from nanochat.checkpoint import load_model
+from nanochat.common import run_record, start_compute_stage, write_json_atomic
+from nanochat.compute import init_compute
+from nanochat.engine import Engine
+from nanochat.loss_eval import eval_batches, evaluate_bpb
+from nanochat.tokenizer import Tokenizer
+
+log = logging.getLogger("nanochat.scripts.base_loss")
 
 PROMPTS = [  # upstream's sample prompts
     "The capital of France is",
@@ -48,16 +55,7 @@ def main(argv: list[str] | None = None) -> None:
     cfg: BaseLossSettings = settings.from_args(BaseLossSettings, args)
     token_bytes_path = args.tokenizer.parent / "token_bytes.pt"
     start_compute_stage([args.model_dir / "model.pt", args.model_dir / "meta.json", args.tokenizer, token_bytes_path,
-                   args.train, args.val])
-
-    import torch
-
-    from nanochat.checkpoint import load_model
-    from nanochat.compute import init_compute
-    from nanochat.engine import Engine
-    from nanochat.loss_eval import eval_batches, evaluate_bpb
-    from nanochat.tokenizer import Tokenizer
-
+                         args.train, args.val])
     started = time.time()
     compute = init_compute(args.device)
     model, meta = load_model(args.model_dir, compute.device)

@@ -1,13 +1,18 @@
 """report.md: the run's report card, rendered with Jinja2 from the stages' JSON records (never from logs),
 with PNG plots beside it.
 
-    python -m nanochat.report --records_dir=.nanochat --out_dir=.nanochat/report [--rl_enabled] \
-        [--hourly_rate=24] [--copy_to=report.md]
+    python -m nanochat.scripts.report --out_dir=.nanochat/report [--hourly_rate=24] \
+        .nanochat/tokenizer/tok_train.json .nanochat/base_checkpoints/base_train.json ...
+
+Each record is named by its file (tok_train.json is the tok_train stage's); the report shows the
+stages whose records it is given, and says "not run" for the others. RL appears when chat_rl.json is
+among them. With --copy_to_workdir=true, report.md is also written into the working directory.
 """
 
 import argparse
 import dataclasses
 import importlib.metadata
+import importlib.resources
 import json
 import logging
 import os
@@ -15,7 +20,17 @@ import subprocess
 from datetime import datetime
 from pathlib import Path
 
-log = logging.getLogger("nanochat.report")
+import jinja2
+import matplotlib
+import matplotlib.pyplot as plt
+
+from nanochat import settings
+from nanochat.catalog import CATALOG
+from nanochat.common import setup_logging, write_atomic
+from nanochat.layout import PLOTS
+
+matplotlib.use("Agg")
+log = logging.getLogger("nanochat.scripts.report")
 
 
 @dataclasses.dataclass
@@ -24,16 +39,10 @@ class ReportSettings:
     hourly_rate: float = 0.0  # cost per hour of the hardware, for the estimated cost (0: not shown)
     copy_to_workdir: bool = False  # also write report.md into the working directory (the ptolemy profile does)
 
-# The records the report shows, by stage, relative to the base directory (docs/reference/artifacts.md).
-RECORDS = {"tok_train": "tokenizer/tok_train.json", "tok_eval": "tokenizer/tok_eval.json",
-           "base_train": "base_checkpoints/base_train.json", "base_loss": "eval/base_loss.json",
-           "base_eval": "eval/base_eval.json", "mid_train": "mid_checkpoints/mid_train.json",
-           "chat_eval_mid": "eval/chat_eval_mid.json", "sft_train": "sft_checkpoints/sft_train.json",
-           "chat_eval_sft": "eval/chat_eval_sft.json", "rl_train": "rl_checkpoints/rl_train.json",
-           "chat_eval_rl": "eval/chat_eval_rl.json"}
+
 ROWS = ["CORE", "ARC-Challenge", "ARC-Easy", "GSM8K", "HumanEval", "MMLU", "ChatCORE"]
 COLUMNS = ["BASE", "MID", "SFT", "RL"]
-PLOTS = ["loss.png", "validation.png", "lr.png", "throughput.png"]
+REQUIRED = ("tok_train", "base_train", "chat_sft")  # the report is about a trained chat model
 
 
 def summary_table(records: dict, rl_enabled: bool) -> list[list[str]]:
@@ -66,13 +75,8 @@ def summary_table(records: dict, rl_enabled: bool) -> list[list[str]]:
 
 def plot(records: dict, out_dir: Path) -> None:
     """Training loss, validation, LR schedule and throughput per training stage, one PNG each."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    stages = [(name, records[f"{name}_train"]["history"]) for name in ("base", "mid", "sft", "rl")
-              if f"{name}_train" in records]
+    stages = [(name, records[stage]["history"]) for name, stage in
+              (("base", "base_train"), ("mid", "mid_train"), ("sft", "chat_sft"), ("rl", "chat_rl")) if stage in records]
     panels = [("loss.png", "training loss (nats/token)", "loss"), ("lr.png", "learning rate multiplier", "lr_mult"),
               ("throughput.png", "tokens per second", "tok_per_s")]
     for filename, title, key in panels:
@@ -122,37 +126,37 @@ def context(records: dict, rl_enabled: bool, hourly_rate: float) -> dict:
             "hourly_rate": hourly_rate, "plots": PLOTS}
 
 
-def render(records: dict, rl_enabled: bool, hourly_rate: float, image_prefix: str = "") -> str:
-    import jinja2
-
-    env = jinja2.Environment(loader=jinja2.FileSystemLoader(Path(__file__).parent), undefined=jinja2.StrictUndefined,
-                             trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True)
-    return env.get_template("report.md.j2").render(**context(records, rl_enabled, hourly_rate),
-                                                   image_prefix=image_prefix)
+def render(records: dict, rl_enabled: bool, hourly_rate: float, image_prefix: str = "",
+           data_sources: list[str] = ()) -> str:
+    template = importlib.resources.files("nanochat.scripts").joinpath("report.md.j2").read_text()
+    env = jinja2.Environment(undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True,
+                             keep_trailing_newline=True)
+    return env.from_string(template).render(**context(records, rl_enabled, hourly_rate), image_prefix=image_prefix,
+                                            data=[CATALOG[name].describe() for name in data_sources])
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--records_dir", type=Path, required=True, help="the workflow's base_dir")
-    parser.add_argument("--out_dir", type=Path, required=True, help="where report.md and its plots go")
-    parser.add_argument("--rl_enabled", action="store_true", help="RL was part of the run")
-    parser.add_argument("--hourly_rate", type=float, default=0.0, help="cost per hour of the hardware (0: no cost)")
-    parser.add_argument("--copy_to", type=Path, help="also write the report here (images linked into out_dir)")
+    settings.add_arguments(parser, ReportSettings)
+    settings.add_path_arguments(parser, out_dir="where report.md and its plots go")
+    parser.add_argument("--data", action="append", default=[], choices=sorted(CATALOG),
+                        help="a catalog entry the run downloaded, named in the report with its revision (repeatable)")
+    parser.add_argument("records", nargs="+", type=Path, help="the stages' JSON records")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    records = {name: json.loads((args.records_dir / path).read_text()) for name, path in RECORDS.items()
-               if (args.records_dir / path).is_file()}
-    missing = [RECORDS[n] for n in ("tok_train", "base_train", "sft_train") if n not in records]
+    cfg: ReportSettings = settings.from_args(ReportSettings, args)
+    setup_logging()
+    records = {path.stem: json.loads(path.read_text()) for path in args.records}
+    missing = [name for name in REQUIRED if name not in records]
     if missing:
-        raise SystemExit(f"error: missing input file(s): {', '.join(str(args.records_dir / m) for m in missing)}")
+        raise SystemExit(f"error: missing record(s): {', '.join(f'{m}.json' for m in missing)}")
+    rl_enabled = "chat_rl" in records
     args.out_dir.mkdir(parents=True, exist_ok=True)
     plot(records, args.out_dir)
-    tmp = args.out_dir / "report.md.tmp"
-    tmp.write_text(render(records, args.rl_enabled, args.hourly_rate))
-    os.replace(tmp, args.out_dir / "report.md")
-    if args.copy_to:
-        prefix = os.path.relpath(args.out_dir, args.copy_to.resolve().parent) + "/"
-        args.copy_to.write_text(render(records, args.rl_enabled, args.hourly_rate, image_prefix=prefix))
+    text = render(records, rl_enabled, cfg.hourly_rate, data_sources=args.data)
+    write_atomic(args.out_dir / "report.md", lambda tmp: tmp.write_text(text))
+    if cfg.copy_to_workdir:
+        prefix = os.path.relpath(args.out_dir, Path.cwd()) + "/"
+        Path("report.md").write_text(render(records, rl_enabled, cfg.hourly_rate, prefix, args.data))
     log.info("wrote %s (%d records)", args.out_dir / "report.md", len(records))
 
 

@@ -1,0 +1,75 @@
+"""Every external file the workflow may download, declared once: where it is, at which revision, and how
+a download is verified. The download rules fetch exactly these (nanochat.scripts.download); nothing else
+touches the network.
+
+Hub datasets are pinned to a commit; each file is checked against the size and LFS sha256 the hub
+reports for that commit, and parquet files must open. Plain URLs are checked against their sha256.
+A `None` revision or sha256 means no pin is known yet (no network where this was written): the
+download then takes the hub's `main` or the URL as served, says so in its log, and records the commit
+and sha256 it got, so that the pin can be filled in here.
+
+A leaf module: the Snakefile imports it.
+"""
+
+import dataclasses
+from typing import Literal
+
+
+@dataclasses.dataclass(frozen=True)
+class HubFiles:
+    """Files of a Hugging Face dataset repo at one commit."""
+    repo: str  # owner/name of the dataset repo
+    revision: str | None  # 40-hex commit sha; None: not pinned (the hub's main)
+    patterns: tuple[str, ...]  # files to fetch (glob patterns, or "{index:05d}" for one shard per job)
+    source: str  # where the revision comes from
+
+    def describe(self) -> str:
+        return f"hf://datasets/{self.repo}@{self.revision or 'main (not pinned)'}"
+
+
+@dataclasses.dataclass(frozen=True)
+class UrlFile:
+    """A plain HTTPS file: the CORE eval bundle (a zip, unpacked into a folder) or JSON-lines conversations."""
+    url: str
+    sha256: str | None  # None: not pinned (no checksum known)
+    kind: Literal["eval_bundle", "conversations"]  # what the content must be (checked after the checksum)
+    source: str  # where the checksum comes from
+
+    def describe(self) -> str:
+        return f"{self.url} (sha256 {self.sha256 or 'not pinned'})"
+
+
+ARC = "210d026faf9955653af8916fad021475a3f00453"  # pinned by huggingface/smollm's lighteval tasks
+MMLU = "c30699e8356da336a370243923dbaf21066bb9fe"  # pinned by huggingface/smollm's lighteval tasks
+GSM8K = "740312add88f781978c0658806c59bc2815b9866"  # pinned in inspect_evals-style task tables (2026)
+HUMANEVAL = "7dce6050a7d6d172f3cc5c32aa97f52fa1a2e544"  # test parquet of 83,920 bytes at this commit
+SMOLTALK = "f73fe857d519ff6ac5af2ea67c4d3834da7b8bcc"  # the only revision public projects pin
+PINS = "public code that pins it (no network here to check)"
+
+CATALOG: dict[str, HubFiles | UrlFile] = {
+    # Pretraining text: one job per shard, so an interrupted download reruns only what is missing.
+    "fineweb_edu": HubFiles("karpathy/fineweb-edu-100b-shuffle", None, ("shard_{index:05d}.parquet",),
+                            "no public pin found"),
+    # Chat evaluation: the test splits.
+    "arc_easy_test": HubFiles("allenai/ai2_arc", ARC, ("ARC-Easy/test-*.parquet",), PINS),
+    "arc_challenge_test": HubFiles("allenai/ai2_arc", ARC, ("ARC-Challenge/test-*.parquet",), PINS),
+    "mmlu_test": HubFiles("cais/mmlu", MMLU, ("all/test-*.parquet",), PINS),
+    "gsm8k_test": HubFiles("openai/gsm8k", GSM8K, ("main/test-*.parquet",), PINS),
+    "humaneval_test": HubFiles("openai/openai_humaneval", HUMANEVAL, ("openai_humaneval/test-*.parquet",), PINS),
+    # Chat training mixtures (hub) and RL's questions (gsm8k_train).
+    "smoltalk": HubFiles("HuggingFaceTB/smol-smoltalk", SMOLTALK, ("*train-*.parquet",), PINS),
+    "mmlu_aux": HubFiles("cais/mmlu", MMLU, ("auxiliary_train/*.parquet",), PINS),
+    "gsm8k_train": HubFiles("openai/gsm8k", GSM8K, ("main/train-*.parquet",), PINS),
+    "arc_easy_train": HubFiles("allenai/ai2_arc", ARC, ("ARC-Easy/train-*.parquet",), PINS),
+    "arc_challenge_train": HubFiles("allenai/ai2_arc", ARC, ("ARC-Challenge/train-*.parquet",), PINS),
+    # CORE's DCLM eval bundle and upstream's identity conversations.
+    "eval_bundle": UrlFile("https://karpathy-public.s3.us-west-2.amazonaws.com/eval_bundle.zip",
+                           "90a7c19e28ee7a52b4f6e1f87658deb9fde7f63deba2379045bdb1fe9ea5d200", "eval_bundle",
+                           "the same sha256 in five public projects"),
+    "identity": UrlFile("https://karpathy-public.s3.us-west-2.amazonaws.com/identity_conversations.jsonl", None,
+                        "conversations", "no public checksum found"),
+}
+# Which stage reads which entries: the Snakefile declares them as inputs from here.
+CHAT_EVAL_TEST_SETS = ["arc_easy_test", "arc_challenge_test", "mmlu_test", "gsm8k_test", "humaneval_test"]
+MIXTURES = {"mid_train": ["smoltalk", "mmlu_aux", "gsm8k_train"],  # + identity, in both hub mixtures
+            "chat_sft": ["arc_easy_train", "arc_challenge_train", "gsm8k_train", "smoltalk"]}

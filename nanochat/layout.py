@@ -1,0 +1,24 @@
+"""Where every artefact goes, relative to the workflow's base_dir (docs/reference/artifacts.md).
+A leaf module: the Snakefile, the report and the chat tools read it."""
+
+TOKENIZER = "tokenizer"  # tokenizer.json, token_bytes.pt and the tokenizer records
+EVAL = "eval"  # records of the evaluations
+REPORT = "report"  # report.md and its plots
+HUB = "hub"  # hub datasets, one folder per catalog entry
+IDENTITY_FILE = "identity_conversations.jsonl"  # in the hub folder
+LOGS, BENCHMARKS = "logs", "benchmarks"
+# Final checkpoint folder of each model (step checkpoints in <folder>/steps/), and the stage that trains it.
+CHECKPOINTS = {"base": "base_checkpoints", "mid": "mid_checkpoints", "sft": "sft_checkpoints", "rl": "rl_checkpoints"}
+TRAINED_BY = {"base": "base_train", "mid": "mid_train", "sft": "chat_sft", "rl": "chat_rl"}
+PLOTS = ["loss.png", "validation.png", "lr.png", "throughput.png"]  # beside report.md
+
+
+def shard_folder(source: str) -> str:
+    return f"base_data/{source}"
+
+
+def download_path(name: str) -> str:
+    """Where catalog entry `name` is downloaded to (fineweb_edu: the shard folder)."""
+    special = {"fineweb_edu": shard_folder("fineweb-edu"), "eval_bundle": "eval_bundle",
+               "identity": f"{HUB}/{IDENTITY_FILE}"}
+    return special.get(name, f"{HUB}/{name}")

