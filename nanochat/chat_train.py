@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from nanochat import settings
+from nanochat.catalog import CATALOG, MIXTURES
 from nanochat.chat_data import ChatLoader, mixture
 from nanochat.checkpoint import StepCheckpoints, load_model, save_final
 from nanochat.common import run_hash, run_record, start_compute_stage, write_json_atomic
@@ -79,11 +80,8 @@ class ChatStage:
 
 def setup(settings_cls: type, name: str, doc: str, argv: list[str] | None, **extra_paths: str) -> ChatStage:
     """Parse the flags, check the inputs, load the parent model, build optimizers, resume if possible."""
-    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
-    settings.add_arguments(parser, settings_cls)
-    settings.add_arguments(parser, RuntimeSettings)
-    settings.add_path_arguments(
-        parser, parent_dir="the parent stage's checkpoint folder (model.pt, meta.json)",
+    parser = settings.stage_parser(
+        doc, settings_cls, RuntimeSettings, parent_dir="the parent stage's checkpoint folder (model.pt, meta.json)",
         tokenizer="tokenizer.json", out_dir="where the final model.pt/meta.json go",
         ckpt_dir="where resumable step checkpoints go", **extra_paths)
     parser.add_argument("--hub_dir", type=Path, help="downloaded hub datasets (for the hub mixture)")
@@ -134,5 +132,7 @@ def train_on_conversations(settings_cls: type, name: str, pack: bool, doc: str, 
         return loss
 
     stage.train(loader, steps, validation_loss, "val_loss", cfg.rows_per_step * T, evaluate_first=True)
+    data = [*MIXTURES[name], "identity"] if cfg.mixture == "hub" else []
     stage.finish(steps, "val_loss", {"mixture": composition, "train_conversations": len(train),
-                                     "val_conversations": len(val)})
+                                     "val_conversations": len(val),
+                                     "data": {entry: CATALOG[entry].describe() for entry in data}})

@@ -10,12 +10,12 @@ SLURM decides it when the job starts.
 import os
 import sys
 
+import torch
+
 
 def main() -> None:
     if len(sys.argv) < 2 or sys.argv[1].startswith("-"):
         raise SystemExit(__doc__)
-    import torch
-
     gpus = torch.cuda.device_count()
     cmd = [sys.executable, "-m"]
     if gpus > 1:

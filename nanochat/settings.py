@@ -93,3 +93,15 @@ def coerce_cli_strings(config: dict[str, Any], schema: dict[str, Any]) -> None:
                 config[key] = casts[prop["type"]](value)
             except (ValueError, argparse.ArgumentTypeError):
                 pass
+
+
+def stage_parser(doc: str, *classes: type, device: bool = False, **paths: str) -> argparse.ArgumentParser:
+    """An entry point's parser: its docstring as help, a flag per setting of `classes`, the required path
+    flags `paths` (name="help"), and with `device` the --device flag of the evaluation stages."""
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    for cls in classes:
+        add_arguments(parser, cls)
+    add_path_arguments(parser, **paths)
+    if device:
+        parser.add_argument("--device", default="", help="cuda, cpu or mps (default: the best available)")
+    return parser

@@ -4,7 +4,8 @@ Serves `root/<owner>/<name>/<file>` as file <file> of dataset repo <owner>/<name
 (HEAD/GET `/datasets/<owner>/<name>/resolve/<rev>/<file>`, with the X-Repo-Commit, ETag and size
 headers the client needs), and `root/<path>` as a plain file at `/files/<path>`. Faults can be queued per file:
   "corrupt"  the body has the right length but a garbled parquet footer
-  "stall"    the headers and half the body, then nothing until `release()` (a download killed midway)
+  "stall"    the headers and half the body, then nothing until `release()` (a download killed midway);
+             `stalling` is set while it holds the download open
 Every request is logged as (method, filename).
 """
 
@@ -23,6 +24,7 @@ class HubServer:
         self.faults: dict[str, list[str]] = {}
         self.requests: list[tuple[str, str]] = []
         self.released = threading.Event()
+        self.stalling = threading.Event()  # set while a "stall" fault holds a download open
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self.httpd.daemon_threads = True
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
@@ -119,7 +121,8 @@ class HubServer:
                 elif fault == "stall":
                     self.wfile.write(body[: len(body) // 2])
                     self.wfile.flush()
-                    server.released.wait(timeout=60)
+                    server.stalling.set()
+                    server.released.wait(timeout=600)
                     self.close_connection = True
                     return
                 self.wfile.write(body)

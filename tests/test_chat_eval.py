@@ -105,6 +105,7 @@ def test_hub_chat_eval_downloads_every_task_then_scores_offline(straight_run, tm
     result = record(straight_run, "chat_eval_base.json")
     assert set(result["chatcore_tasks"]) == {"ARC-Easy", "ARC-Challenge", "MMLU", "GSM8K", "HumanEval", "SpellingBee"}
     assert all(t["n"] == 3 for t in result["tasks"].values())
+    assert result["data"]["gsm8k_test"] == f"hf://datasets/openai/gsm8k@{catalog.CATALOG['gsm8k_test'].revision}"
 
     # A GPU node without the network: one dataset gone, the evaluation names it before doing any work.
     missing = straight_run / ".nanochat/hub/gsm8k_test"

@@ -20,6 +20,12 @@ from test_base_train import training_pid
 
 GSM8K_TRAIN = REPO.parent / "shared" / "data" / "gsm8k" / "train.jsonl"
 
+
+def gsm8k_train_rows() -> list[dict]:
+    """What the local hub serves as GSM8K's train split: RL and the mixtures read the same download
+    (catalog entry gsm8k_train), so every test that serves it serves the same rows."""
+    return [json.loads(line) for line in GSM8K_TRAIN.read_text().splitlines()[:20]]
+
 @pytest.mark.parametrize("model, stage", [("mid", "mid_train"), ("sft", "chat_sft")])
 def test_each_chat_stage_learns_its_own_distribution(chat_run, model, stage):
     result = record(chat_run, f"{stage}.json")
@@ -74,7 +80,7 @@ def test_policy_gradient_raises_the_probability_of_rewarded_samples():
 
 @pytest.mark.skipif(not GSM8K_TRAIN.is_file(), reason="needs ../shared/data/gsm8k (real GSM8K train set)")
 def test_rl_runs_on_gsm8k_from_the_hub_when_enabled(chat_run, tmp_path):
-    rows = [json.loads(line) for line in GSM8K_TRAIN.read_text().splitlines()[:20]]
+    rows = gsm8k_train_rows()
     served = tmp_path / "served" / CATALOG["gsm8k_train"].repo / "main"
     served.mkdir(parents=True)
     pq.write_table(pa.Table.from_pylist(rows), served / "train-00000-of-00001.parquet")
@@ -106,7 +112,7 @@ def test_hub_mixtures_download_and_train(chat_run, tmp_path):
                            "answer": 3}} for i in range(20)]
     arc = [{"id": str(i), "question": f"Which is a planet? ({i})", "answerKey": "B",
             "choices": {"text": ["the Sun", "Mars", "the Moon"], "label": ["A", "B", "C"]}} for i in range(10)]
-    gsm8k = [json.loads(line) for line in GSM8K_TRAIN.read_text().splitlines()[:25]]
+    gsm8k = gsm8k_train_rows()
     for path, rows in (("HuggingFaceTB/smol-smoltalk/data/train-00000-of-00001.parquet", smoltalk),
                        ("HuggingFaceTB/smol-smoltalk/data/test-00000-of-00001.parquet", smoltalk[:3]),
                        ("cais/mmlu/auxiliary_train/train-00000-of-00001.parquet", mmlu_aux),
@@ -123,8 +129,10 @@ def test_hub_mixtures_download_and_train(chat_run, tmp_path):
         env = {"HF_ENDPOINT": server.endpoint, "HF_HOME": str(tmp_path / "hf-home"),
                "NANOCHAT_DOWNLOAD_MIRROR": f"{server.endpoint}/files"}
         snakemake(chat_run, ".nanochat/sft_checkpoints/model.pt", *CHAT, *hub, env=env)
-    assert record(chat_run, "mid_train.json")["mixture"] == {"smoltalk": 30, "mmlu_aux": 20, "gsm8k_train": 25,
+    assert record(chat_run, "mid_train.json")["mixture"] == {"smoltalk": 30, "mmlu_aux": 20, "gsm8k_train": 20,
                                                              "identity": 6, "spelling": 10}
+    assert record(chat_run, "mid_train.json")["data"]["smoltalk"] == f"hf://datasets/{CATALOG['smoltalk'].repo}" \
+        f"@{CATALOG['smoltalk'].revision}"  # the record names the pinned revision it trained on
     assert record(chat_run, "chat_sft.json")["mixture"] == {"arc_easy_train": 10, "arc_challenge_train": 5,
-                                                             "gsm8k_train": 25, "smoltalk": 12, "identity": 3,
+                                                             "gsm8k_train": 20, "smoltalk": 12, "identity": 3,
                                                              "spelling": 10}

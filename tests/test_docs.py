@@ -240,12 +240,16 @@ def test_skipped_setup_lines_are_the_readmes():
         assert line in readme, f"setup line not in README.md (so not what CI runs): {line}"
 
 
+# The doc pages' commands rerun the README's whole pipeline (about 3 minutes, 5 with the pages): slow tests,
+# which CI runs after the test command; the fast suite covers the same pipeline at test size (conftest.chat_run).
+@pytest.mark.slow
 def test_quickstart_tutorial(docs_repo):
     repo, result = docs_repo
     check(result, RUN_PAGES[0])
     assert (repo / ".nanochat" / "report" / "report.md").is_file()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("page", RUN_PAGES[1:] + [p for p in OTHER_PAGES
                                                   if any(MARKERS.get(b.info) == "dry-run" for b in blocks(p))])
 def test_page_commands(docs_repo, page):

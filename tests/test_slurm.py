@@ -64,7 +64,7 @@ def test_jobs_carry_ptolemys_account_partition_gpus_limit_and_mail(tmp_path):
                        timeout=900)
     assert (tmp_path / TARGET).is_file()
     jobs = submitted_jobs(result.stdout + result.stderr)
-    assert set(jobs) == {"offline_shard", "tok_train", "base_train"}
+    assert set(jobs) == {"base_data", "tok_train", "base_train"}
     for rule, job in jobs.items():
         assert job["JobState"] == "COMPLETED", (rule, job)
         assert job["Account"] == "class-cse8990" and job["Partition"] == "gpu-a100"
@@ -80,7 +80,7 @@ def test_without_an_address_no_mail_flags_and_one_notice(tmp_path):
     output = result.stdout + result.stderr
     assert output.count("No e-mail address") == 1
     jobs = submitted_jobs(output)
-    assert set(jobs) == {"offline_shard", "tok_train"}
+    assert set(jobs) == {"base_data", "tok_train"}
     for job in jobs.values():
         assert job.get("MailType", "NONE") == "NONE" and "MailUser" not in job and job["JobState"] == "COMPLETED"
 

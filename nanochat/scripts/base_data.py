@@ -5,7 +5,6 @@ fineweb-edu shards are downloaded instead (rule download_shard, nanochat.scripts
     python -m nanochat.scripts.base_data --source=offline --num_shards=4 --index=0 --out=shard_00000.parquet
 """
 
-import argparse
 import dataclasses
 import logging
 from typing import Literal
@@ -25,10 +24,8 @@ class BaseDataSettings:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    settings.add_arguments(parser, BaseDataSettings)
+    parser = settings.stage_parser(__doc__, BaseDataSettings, out="the shard to write")
     parser.add_argument("--index", type=int, required=True, help="which shard to write (0-based)")
-    settings.add_path_arguments(parser, out="the shard to write")
     args = parser.parse_args(argv)
     cfg: BaseDataSettings = settings.from_args(BaseDataSettings, args)
     setup_logging()

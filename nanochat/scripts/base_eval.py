@@ -7,7 +7,6 @@ No offline copy of the bundle exists; with --bundle=false (the local presets) th
 not available rather than giving a number.
 """
 
-import argparse
 import dataclasses
 import logging
 import time
@@ -32,11 +31,8 @@ class BaseEvalSettings:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    settings.add_arguments(parser, BaseEvalSettings)
-    parser.add_argument("--device", default="", help="cuda, cpu or mps (default: the best available)")
-    settings.add_path_arguments(
-        parser, bundle_dir="the unpacked eval bundle (read when --bundle=true)",
+    parser = settings.stage_parser(
+        __doc__, BaseEvalSettings, device=True, bundle_dir="the unpacked eval bundle (read when --bundle=true)",
         model_dir="folder with model.pt and meta.json", tokenizer="tokenizer.json", out="JSON record to write")
     args = parser.parse_args(argv)
     cfg: BaseEvalSettings = settings.from_args(BaseEvalSettings, args)

@@ -5,7 +5,6 @@ completions of fixed prompts, to one JSON record.
         --train=shard_00000.parquet --val=shard_00003.parquet --out=base_loss.json
 """
 
-import argparse
 import dataclasses
 import logging
 import time
@@ -42,15 +41,9 @@ class BaseLossSettings:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    settings.add_arguments(parser, BaseLossSettings)
-    settings.add_path_arguments(
-        parser, model_dir="folder with model.pt and meta.json",
-        tokenizer="tokenizer.json (token_bytes.pt beside it)",
-        train="a training shard",
-        val="the validation shard",
-        out="JSON record to write")
-    parser.add_argument("--device", default="", help="cuda, cpu or mps (default: the best available)")
+    parser = settings.stage_parser(__doc__, BaseLossSettings, device=True, model_dir="folder with model.pt and meta.json",
+                                   tokenizer="tokenizer.json (token_bytes.pt beside it)", train="a training shard",
+                                   val="the validation shard", out="JSON record to write")
     args = parser.parse_args(argv)
     cfg: BaseLossSettings = settings.from_args(BaseLossSettings, args)
     token_bytes_path = args.tokenizer.parent / "token_bytes.pt"

@@ -9,7 +9,6 @@ a changed run never resumes from another's state). On start the newest complete 
 SIGTERM, SIGINT (Ctrl-C) and SIGUSR1 write a checkpoint and exit with status 75; rerunning continues from there.
 """
 
-import argparse
 import dataclasses
 import logging
 import time
@@ -61,14 +60,10 @@ def num_steps(cfg: BaseTrainSettings, num_params: int, flops_per_token: int) -> 
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    settings.add_arguments(parser, BaseTrainSettings)
-    settings.add_arguments(parser, RuntimeSettings)
-    settings.add_path_arguments(
-        parser, tokenizer="tokenizer.json (token_bytes.pt beside it)",
-        val="validation shard",
-        out_dir="where the final model.pt/meta.json go",
-        ckpt_dir="where resumable step checkpoints go")
+    parser = settings.stage_parser(__doc__, BaseTrainSettings, RuntimeSettings,
+                                   tokenizer="tokenizer.json (token_bytes.pt beside it)", val="validation shard",
+                                   out_dir="where the final model.pt/meta.json go",
+                                   ckpt_dir="where resumable step checkpoints go")
     parser.add_argument("shards", nargs="+", help="training shards")
     args = parser.parse_args(argv)
     cfg: BaseTrainSettings = settings.from_args(BaseTrainSettings, args)

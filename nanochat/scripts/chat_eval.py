@@ -11,7 +11,6 @@ not available, with the reason, and left out of ChatCORE.
         --hub_dir=hub/ --out=chat_eval_sft.json
 """
 
-import argparse
 import dataclasses
 import logging
 import random
@@ -41,10 +40,7 @@ class ChatEvalSettings:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    settings.add_arguments(parser, ChatEvalSettings)
-    parser.add_argument("--device", default="", help="cuda, cpu or mps (default: the best available)")
-    settings.add_path_arguments(parser, model_dir="folder with model.pt and meta.json", tokenizer="tokenizer.json",
+    parser = settings.stage_parser(__doc__, ChatEvalSettings, device=True, model_dir="folder with model.pt and meta.json", tokenizer="tokenizer.json",
                                 hub_dir="folder of downloaded hub datasets (source=hub)", out="JSON record to write")
     args = parser.parse_args(argv)
     cfg: ChatEvalSettings = settings.from_args(ChatEvalSettings, args)

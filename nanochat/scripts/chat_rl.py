@@ -14,6 +14,7 @@ import dataclasses
 import torch
 
 from nanochat import chat_train
+from nanochat.catalog import CATALOG
 from nanochat.engine import Engine
 from nanochat.tasks import gsm8k
 
@@ -95,7 +96,7 @@ def main(argv: list[str] | None = None) -> None:
     steps = cfg.num_iterations if cfg.num_iterations > 0 else max(1, len(questions) // cfg.questions_per_step)
     tokens = cfg.questions_per_step * cfg.samples_per_question * cfg.max_new_tokens
     stage.train(loader, steps, loader.mean_reward, "mean_reward", tokens, loss_fn=policy_gradient_loss)
-    stage.finish(steps, "mean_reward", {"questions": len(questions)})
+    stage.finish(steps, "mean_reward", {"questions": len(questions), "data": {"gsm8k_train": CATALOG["gsm8k_train"].describe()}})
 
 
 if __name__ == "__main__":

@@ -9,7 +9,6 @@ stages whose records it is given, and says "not run" for the others. RL appears 
 among them. With --copy_to_workdir=true, report.md is also written into the working directory.
 """
 
-import argparse
 import dataclasses
 import importlib.metadata
 import importlib.resources
@@ -136,9 +135,7 @@ def render(records: dict, rl_enabled: bool, hourly_rate: float, image_prefix: st
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    settings.add_arguments(parser, ReportSettings)
-    settings.add_path_arguments(parser, out_dir="where report.md and its plots go")
+    parser = settings.stage_parser(__doc__, ReportSettings, out_dir="where report.md and its plots go")
     parser.add_argument("--data", action="append", default=[], choices=sorted(CATALOG),
                         help="a catalog entry the run downloaded, named in the report with its revision (repeatable)")
     parser.add_argument("records", nargs="+", type=Path, help="the stages' JSON records")

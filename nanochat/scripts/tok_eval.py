@@ -4,7 +4,6 @@
         --val shard_00003.parquet --out tok_eval.json
 """
 
-import argparse
 import dataclasses
 import logging
 import time
@@ -31,13 +30,8 @@ def compression(tokenizer: Tokenizer, texts: list[str]) -> dict[str, float]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    settings.add_arguments(parser, TokEvalSettings)
-    settings.add_path_arguments(
-        parser, tokenizer="tokenizer.json to evaluate",
-        train="a training shard",
-        val="the validation shard",
-        out="JSON record to write")
+    parser = settings.stage_parser(__doc__, TokEvalSettings, tokenizer="tokenizer.json to evaluate",
+                                   train="a training shard", val="the validation shard", out="JSON record to write")
     args = parser.parse_args(argv)
     cfg: TokEvalSettings = settings.from_args(TokEvalSettings, args)
     start_compute_stage([args.tokenizer, args.train, args.val])

@@ -6,7 +6,6 @@ tokens, used for bits per byte) and tok_train.json (what was trained on, how lon
     python -m nanochat.scripts.tok_train --vocab_size 4096 --out_dir tok/ shard_00000.parquet shard_00001.parquet
 """
 
-import argparse
 import dataclasses
 import logging
 import time
@@ -30,9 +29,7 @@ class TokTrainSettings:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    settings.add_arguments(parser, TokTrainSettings)
-    settings.add_path_arguments(parser, out_dir="folder for tokenizer.json and token_bytes.pt")
+    parser = settings.stage_parser(__doc__, TokTrainSettings, out_dir="folder for tokenizer.json and token_bytes.pt")
     parser.add_argument("shards", nargs="+", help="training shards (parquet, `text` column)")
     args = parser.parse_args(argv)
     cfg: TokTrainSettings = settings.from_args(TokTrainSettings, args)
