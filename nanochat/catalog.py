@@ -5,7 +5,7 @@ touches the network.
 Hub datasets are pinned to a commit; each file is checked against the size and LFS sha256 the hub
 reports for that commit, and parquet files must open. Plain URLs are checked against their sha256.
 A `None` revision or sha256 means no pin is known yet (no network where this was written): the
-download then takes the hub's `main` or the URL as served, says so in its log, and records the commit
+download then takes the hub's `main` or the URL as served, says so in its log, and logs the commit
 and sha256 it got, so that the pin can be filled in here.
 
 A leaf module: the Snakefile imports it.

@@ -29,11 +29,11 @@ from nanochat.tokenizer import Tokenizer
 
 def training_pid(workdir: Path | None, module: str = "nanochat.scripts.base_train",
                  rank: int | None = None) -> int | None:
-    """The pid of the training process running `module` in `workdir` (any folder: None), or of its
-    torchrun worker with this RANK."""
+    """The pid of the Python process running `-m module` in `workdir` (any folder: None), or of its
+    torchrun worker with this RANK: never the shell that started it, whose death would orphan the trainer."""
     for proc in Path("/proc").iterdir():
         try:
-            if module.encode() in (proc / "cmdline").read_bytes() \
+            if f"-m\0{module}\0".encode() in (proc / "cmdline").read_bytes() \
                     and (workdir is None or os.readlink(proc / "cwd") == str(workdir)) \
                     and (rank is None or f"RANK={rank}".encode() in (proc / "environ").read_bytes().split(b"\0")):
                 return int(proc.name)

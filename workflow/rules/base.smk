@@ -15,6 +15,7 @@ rule base_train:
         record=str(CKPT["base"] / "base_train.json"),
     params:
         settings=cli("base_train"),
+        out_dir=lambda w, output: os.path.dirname(output.model),
     threads: 16
     retries: TRAINING_RETRIES
     log:
@@ -27,8 +28,8 @@ rule base_train:
         # {RUNTIME} (config `runtime`: device, checkpoint/eval/log frequency, wandb) is deliberately not a
         # param, here and in every training rule: how a model trains must never retrain it.
         "python -m nanochat.launch nanochat.scripts.base_train {params.settings} {RUNTIME}"
-        " --tokenizer={input.tokenizer} --val={input.val} --out_dir=$(dirname {output.model})"
-        " --ckpt_dir=$(dirname {output.model})/steps {input.shards} 2>> {log}"
+        " --tokenizer={input.tokenizer} --val={input.val} --out_dir={params.out_dir}"
+        " --ckpt_dir={params.out_dir}/steps {input.shards} 2>> {log}"
 
 
 rule base_loss:
@@ -43,11 +44,12 @@ rule base_loss:
         record=str(EVAL_DIR / "base_loss.json"),
     params:
         settings=cli("base_loss"),
+        model_dir=lambda w, input: os.path.dirname(input.model),
     threads: 16
     log:
         log_path("base_loss"),
     conda:
         "../envs/train.yaml"
     shell:
-        "python -m nanochat.scripts.base_loss {params.settings} --model_dir=$(dirname {input.model})"
+        "python -m nanochat.scripts.base_loss {params.settings} --model_dir={params.model_dir}"
         " --tokenizer={input.tokenizer} --train={input.train} --val={input.val} --out={output.record} 2> {log}"

@@ -14,6 +14,8 @@ rule mid_train:
         record=str(CKPT["mid"] / "mid_train.json"),
     params:
         settings=cli("mid_train"),
+        parent_dir=lambda w, input: os.path.dirname(input.parent),
+        out_dir=lambda w, output: os.path.dirname(output.model),
         hub_dir=lambda w: str(HUB_DIR),  # a folder of downloads, none of them when offline
     threads: 16
     retries: TRAINING_RETRIES
@@ -26,8 +28,8 @@ rule mid_train:
     shell:
         # {RUNTIME} is not a param on purpose: how a model trains must never retrain it (base.smk).
         "python -m nanochat.launch nanochat.scripts.mid_train {params.settings} {RUNTIME}"
-        " --parent_dir=$(dirname {input.parent}) --tokenizer={input.tokenizer} --hub_dir={params.hub_dir}"
-        " --out_dir=$(dirname {output.model}) --ckpt_dir=$(dirname {output.model})/steps 2>> {log}"
+        " --parent_dir={params.parent_dir} --tokenizer={input.tokenizer} --hub_dir={params.hub_dir}"
+        " --out_dir={params.out_dir} --ckpt_dir={params.out_dir}/steps 2>> {log}"
 
 
 rule chat_sft:
@@ -41,6 +43,8 @@ rule chat_sft:
         record=str(CKPT["sft"] / "chat_sft.json"),
     params:
         settings=cli("chat_sft"),
+        parent_dir=lambda w, input: os.path.dirname(input.parent),
+        out_dir=lambda w, output: os.path.dirname(output.model),
         hub_dir=lambda w: str(HUB_DIR),  # a folder of downloads, none of them when offline
     threads: 16
     retries: TRAINING_RETRIES
@@ -53,8 +57,8 @@ rule chat_sft:
     shell:
         # {RUNTIME} is not a param on purpose: how a model trains must never retrain it (base.smk).
         "python -m nanochat.launch nanochat.scripts.chat_sft {params.settings} {RUNTIME}"
-        " --parent_dir=$(dirname {input.parent}) --tokenizer={input.tokenizer} --hub_dir={params.hub_dir}"
-        " --out_dir=$(dirname {output.model}) --ckpt_dir=$(dirname {output.model})/steps 2>> {log}"
+        " --parent_dir={params.parent_dir} --tokenizer={input.tokenizer} --hub_dir={params.hub_dir}"
+        " --out_dir={params.out_dir} --ckpt_dir={params.out_dir}/steps 2>> {log}"
 
 
 rule chat_rl:
@@ -68,6 +72,8 @@ rule chat_rl:
         record=str(CKPT["rl"] / "chat_rl.json"),
     params:
         settings=cli("chat_rl"),
+        parent_dir=lambda w, input: os.path.dirname(input.parent),
+        out_dir=lambda w, output: os.path.dirname(output.model),
     threads: 16
     retries: TRAINING_RETRIES
     log:
@@ -79,5 +85,5 @@ rule chat_rl:
     shell:
         # {RUNTIME} is not a param on purpose: how a model trains must never retrain it (base.smk).
         "python -m nanochat.launch nanochat.scripts.chat_rl {params.settings} {RUNTIME}"
-        " --parent_dir=$(dirname {input.parent}) --tokenizer={input.tokenizer} --gsm8k={input.gsm8k}"
-        " --out_dir=$(dirname {output.model}) --ckpt_dir=$(dirname {output.model})/steps 2>> {log}"
+        " --parent_dir={params.parent_dir} --tokenizer={input.tokenizer} --gsm8k={input.gsm8k}"
+        " --out_dir={params.out_dir} --ckpt_dir={params.out_dir}/steps 2>> {log}"

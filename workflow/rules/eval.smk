@@ -11,6 +11,7 @@ rule base_eval:
         record=str(EVAL_DIR / "base_eval.json"),
     params:
         settings=cli("base_eval"),
+        model_dir=lambda w, input: os.path.dirname(input.model),
         bundle_dir=lambda w: download_path("eval_bundle"),  # read only when base_eval.bundle is true
     threads: 16
     log:
@@ -21,7 +22,7 @@ rule base_eval:
         "../envs/train.yaml"
     shell:
         "python -m nanochat.scripts.base_eval {params.settings} --bundle_dir={params.bundle_dir}"
-        " --model_dir=$(dirname {input.model}) --tokenizer={input.tokenizer} --out={output.record} 2> {log}"
+        " --model_dir={params.model_dir} --tokenizer={input.tokenizer} --out={output.record} 2> {log}"
 
 
 rule chat_eval:
@@ -34,6 +35,7 @@ rule chat_eval:
         record=str(EVAL_DIR / "chat_eval_{model}.json"),
     params:
         settings=cli("chat_eval"),
+        model_dir=lambda w, input: os.path.dirname(input.model),
         hub_dir=lambda w: str(HUB_DIR),  # a folder of downloads, none of them when offline
     wildcard_constraints:
         model="|".join(CKPT),
@@ -45,5 +47,5 @@ rule chat_eval:
     conda:
         "../envs/train.yaml"
     shell:
-        "python -m nanochat.scripts.chat_eval {params.settings} --model_dir=$(dirname {input.model})"
+        "python -m nanochat.scripts.chat_eval {params.settings} --model_dir={params.model_dir}"
         " --tokenizer={input.tokenizer} --hub_dir={params.hub_dir} --out={output.record} 2> {log}"

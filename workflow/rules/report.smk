@@ -21,11 +21,12 @@ rule report:
         plots=[report(str(REPORT_DIR / name), category="Plots") for name in layout.PLOTS],
     params:
         settings=cli("report"),
+        out_dir=lambda w, output: os.path.dirname(output.report),
         data=" ".join(f"--data={name}" for name in DATA),
     log:
         log_path("report"),
     conda:
         "../envs/train.yaml"
     shell:
-        "python -m nanochat.scripts.report {params.settings} {params.data} --out_dir=$(dirname {output.report})"
+        "python -m nanochat.scripts.report {params.settings} {params.data} --out_dir={params.out_dir}"
         " {input.records} 2> {log}"

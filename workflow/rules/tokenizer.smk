@@ -10,6 +10,7 @@ rule tok_train:
         record=str(TOKENIZER_DIR / "tok_train.json"),
     params:
         settings=cli("tok_train"),
+        out_dir=lambda w, output: os.path.dirname(output.tokenizer),
     threads: 8
     log:
         log_path("tok_train"),
@@ -19,7 +20,7 @@ rule tok_train:
         "../envs/train.yaml"
     shell:
         "RAYON_NUM_THREADS={threads} python -m nanochat.scripts.tok_train {params.settings}"
-        " --out_dir=$(dirname {output.tokenizer}) {input.shards} 2> {log}"
+        " --out_dir={params.out_dir} {input.shards} 2> {log}"
 
 
 rule tok_eval:

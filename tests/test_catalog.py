@@ -1,0 +1,35 @@
+"""The data catalog: every external file declared once, pinned where a pin is known, and what reads it."""
+
+import re
+
+from nanochat import catalog, layout
+from nanochat.catalog import CATALOG, HubFiles, UrlFile
+
+# No public pin was found for these (see the catalog's `source`); a new entry must not join them silently.
+UNPINNED = {"fineweb_edu", "identity"}
+
+
+def test_pins_are_commits_and_checksums():
+    for name, entry in CATALOG.items():
+        pin = entry.revision if isinstance(entry, HubFiles) else entry.sha256
+        assert (pin is None) == (name in UNPINNED), name
+        if isinstance(entry, HubFiles):
+            assert pin is None or re.fullmatch(r"[0-9a-f]{40}", pin), name
+            assert entry.patterns and "/" in entry.repo, name
+        else:
+            assert isinstance(entry, UrlFile) and entry.url.startswith("https://")
+            assert pin is None or re.fullmatch(r"[0-9a-f]{64}", pin), name
+        assert entry.source, f"{name}: say where the pin comes from"
+
+
+def test_every_entry_has_one_place_and_a_reader():
+    paths = [layout.download_path(name) for name in CATALOG]
+    assert len(set(paths)) == len(paths)
+    read = {"fineweb_edu", "eval_bundle", "identity", *catalog.CHAT_EVAL_TEST_SETS,
+            *(name for names in catalog.MIXTURES.values() for name in names)}
+    assert read == set(CATALOG)
+
+
+def test_records_describe_the_revision():
+    assert CATALOG["gsm8k_test"].describe() == f"hf://datasets/openai/gsm8k@{catalog.GSM8K}"
+    assert "not pinned" in CATALOG["fineweb_edu"].describe()
