@@ -2,9 +2,10 @@
 generated from them; each config section is one stage's settings and becomes that stage's flags."""
 
 import argparse
+import contextlib
 import dataclasses
-import subprocess
-import sys
+import importlib
+import io
 
 import pytest
 import yaml
@@ -31,8 +32,11 @@ def test_every_setting_of_every_section_is_in_schema_config_and_reference():
 def test_each_section_is_its_stage_module_flags(section):
     """One name per stage: config section = rule = `python -m nanochat.scripts.<section>`, whose --help lists
     every key of the section as a flag."""
-    help_text = subprocess.run([sys.executable, "-m", f"nanochat.scripts.{section}", "--help"], capture_output=True,
-                               text=True, check=True).stdout
+    out = io.StringIO()
+    with pytest.raises(SystemExit) as exit_code, contextlib.redirect_stdout(out):
+        importlib.import_module(f"nanochat.scripts.{section}").main(["--help"])
+    assert exit_code.value.code == 0
+    help_text = out.getvalue()
     for f in dataclasses.fields(configuration.SECTIONS[section]):
         assert f"--{f.name}" in help_text
     rules = "".join(p.read_text() for p in (configuration.REPO / "workflow" / "rules").glob("*.smk"))

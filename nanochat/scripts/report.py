@@ -126,7 +126,7 @@ def context(records: dict, rl_enabled: bool, hourly_rate: float) -> dict:
 
 
 def render(records: dict, rl_enabled: bool, hourly_rate: float, image_prefix: str = "",
-           data_sources: list[str] = ()) -> str:
+           data_sources: list[str] | tuple[str, ...] = ()) -> str:
     template = importlib.resources.files("nanochat.scripts").joinpath("report.md.j2").read_text()
     env = jinja2.Environment(undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True,
                              keep_trailing_newline=True)
