@@ -15,7 +15,7 @@ stage() { echo "=== $1 ($(date +%T))"; }
 
 stage "data + tokenizer"
 for i in 0 1 2 3; do
-    $py -m nanochat.dataset --source=offline --num_shards=4 --index=$i --out="$work/data/shard_0000$i.parquet" || exit 1
+    $py -m nanochat.scripts.base_data --source=offline --num_shards=4 --index=$i --out="$work/data/shard_0000$i.parquet" || exit 1
 done
 shards=("$work"/data/shard_0000[0-2].parquet)
 val=$work/data/shard_00003.parquet
