@@ -26,7 +26,7 @@ import matplotlib.pyplot as plt
 from nanochat import settings
 from nanochat.catalog import CATALOG
 from nanochat.common import setup_logging, write_atomic
-from nanochat.layout import PLOTS
+from nanochat.layout import PLOTS, TRAINED_BY
 
 matplotlib.use("Agg")
 log = logging.getLogger("nanochat.scripts.report")
@@ -74,8 +74,7 @@ def summary_table(records: dict, rl_enabled: bool) -> list[list[str]]:
 
 def plot(records: dict, out_dir: Path) -> None:
     """Training loss, validation, LR schedule and throughput per training stage, one PNG each."""
-    stages = [(name, records[stage]["history"]) for name, stage in
-              (("base", "base_train"), ("mid", "mid_train"), ("sft", "chat_sft"), ("rl", "chat_rl")) if stage in records]
+    stages = [(name, records[stage]["history"]) for name, stage in TRAINED_BY.items() if stage in records]
     panels = [("loss.png", "training loss (nats/token)", "loss"), ("lr.png", "learning rate multiplier", "lr_mult"),
               ("throughput.png", "tokens per second", "tok_per_s")]
     for filename, title, key in panels:
