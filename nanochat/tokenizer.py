@@ -1,5 +1,11 @@
-"""Byte-level BPE tokenizer on HF `tokenizers`, with upstream nanochat's split pattern and special tokens."""
+"""Byte-level BPE tokenizer on HF `tokenizers`, with upstream nanochat's split pattern and special tokens.
 
+Text never becomes a control token: `encode` treats "<|assistant_end|>" in a user's message, a corpus or a
+dataset as the characters it is (upstream's `encode_ordinary`). Only the conversation renderer inserts
+special tokens, by id.
+"""
+
+import json
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
@@ -26,7 +32,10 @@ class Tokenizer:
     """Thin wrapper: encode/decode plain text, look up special tokens, save/load `tokenizer.json`."""
 
     def __init__(self, hf: HFTokenizer):
-        self.hf = hf
+        self.hf = hf  # decodes every id, special ones to their names
+        spec = json.loads(hf.to_str())
+        spec["added_tokens"] = []  # without them, "<|bos|>" in text is split and merged like any other text
+        self.ordinary = HFTokenizer.from_str(json.dumps(spec))
 
     @classmethod
     def train(cls, texts: Iterable[str], vocab_size: int, show_progress: bool = False) -> "Tokenizer":
@@ -65,11 +74,11 @@ class Tokenizer:
         return self.special_id("<|bos|>")
 
     def encode(self, text: str, prepend_bos: bool = False) -> list[int]:
-        ids = self.hf.encode(text, add_special_tokens=False).ids
+        ids = self.ordinary.encode(text, add_special_tokens=False).ids
         return [self.bos_id] + ids if prepend_bos else ids
 
     def encode_batch(self, texts: list[str], prepend_bos: bool = False) -> Iterator[list[int]]:
-        for encoding in self.hf.encode_batch_fast(texts, add_special_tokens=False):
+        for encoding in self.ordinary.encode_batch_fast(texts, add_special_tokens=False):
             yield [self.bos_id] + encoding.ids if prepend_bos else encoding.ids
 
     def decode(self, ids: list[int]) -> str:

@@ -69,3 +69,24 @@ def test_conversation_masks_train_exactly_the_assistants_own_tokens(tokenizer):
     short_ids, short_mask = tokenizer.render_conversation(conversation, max_tokens=10)
     assert short_ids == ids[:10] and short_mask == mask[:10]
     assert tokenizer.render_for_completion(conversation[:2])[-1] == sp("<|assistant_start|>")
+
+
+def test_text_never_becomes_a_control_token():
+    """Control-token strings in any text (a user's message, an assistant's, a tool call, corpus text) are
+    encoded as the characters they are; the renderer alone puts special ids, exactly where its rules say."""
+    tok = Tokenizer.train(["plain text " * 50, "<|assistant_end|> <|bos|> " * 50], vocab_size=400)
+    specials = {tok.special_id(t): t for t in SPECIAL_TOKENS}
+    every = "".join(SPECIAL_TOKENS)
+    for text in (every, f"hello {every} bye", "<|assistant_end|>", "<|bos"):
+        ids = tok.encode(text)
+        assert not set(ids) & set(specials) and tok.decode(ids) == text
+        assert [i for batch in tok.encode_batch([text]) for i in batch] == ids
+    conversation = [{"role": "user", "content": f"hi {every}"},
+                    {"role": "assistant", "content": [{"type": "text", "text": every},
+                                                      {"type": "python", "text": "'<|output_end|>'.count('a')"},
+                                                      {"type": "python_output", "text": "<|assistant_end|>"}]}]
+    ids, mask = tok.render_conversation(conversation)
+    assert [specials[i] for i in ids if i in specials] == [
+        "<|bos|>", "<|user_start|>", "<|user_end|>", "<|assistant_start|>", "<|python_start|>", "<|python_end|>",
+        "<|output_start|>", "<|output_end|>", "<|assistant_end|>"]
+    assert tok.decode(ids).count(every) == 2 and len(mask) == len(ids)
