@@ -56,8 +56,8 @@ def check_hub_file(path: Path, size: int | None, etag: str | None, column: str |
         return f"size {path.stat().st_size} bytes, the hub reports {size}"
     if path.suffix == ".parquet" and (problem := verify_parquet(path, column)):
         return problem
-    if etag and len(etag) == 64 and sha256sum(path) != etag:  # an LFS file's etag is its sha256
-        return f"sha256 {sha256sum(path)}, the hub reports {etag}"
+    if etag and len(etag) == 64 and (digest := sha256sum(path)) != etag:  # an LFS file's etag is its sha256
+        return f"sha256 {digest}, the hub reports {etag}"
     return None
 
 
@@ -131,24 +131,24 @@ def url_file(entry: UrlFile, out: Path) -> None:
     content_check = check_bundle if entry.kind == "eval_bundle" else check_conversations
     out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=out.parent, prefix=f".{out.name}-") as tmp:
-        dest, announced = Path(tmp) / "download", {}
+        dest, got = Path(tmp) / "download", {}  # what the last download announced and hashed to
 
         def download(again: bool) -> Path:
             with urllib.request.urlopen(url, timeout=60) as response, open(dest, "wb") as f:
-                announced["size"] = response.headers.get("Content-Length")
+                got["size"] = response.headers.get("Content-Length")
                 shutil.copyfileobj(response, f, length=2 ** 20)
             return dest
 
         def check(path: Path) -> str | None:
-            size, digest = path.stat().st_size, sha256sum(path)
-            if announced["size"] is not None and size != int(announced["size"]):
-                return f"{size} bytes, the server announced {announced['size']}"
-            if entry.sha256 and digest != entry.sha256:
-                return f"sha256 {digest}, the catalog pins {entry.sha256}"
+            size, got["sha256"] = path.stat().st_size, sha256sum(path)
+            if got["size"] is not None and size != int(got["size"]):
+                return f"{size} bytes, the server announced {got['size']}"
+            if entry.sha256 and got["sha256"] != entry.sha256:
+                return f"sha256 {got['sha256']}, the catalog pins {entry.sha256}"
             return content_check(path)
 
         fetch_verified(url, download, check)
-        log.info("%s verified (sha256 %s)", url, sha256sum(dest))
+        log.info("%s verified (sha256 %s)", url, got["sha256"])
         if entry.kind == "conversations":
             os.replace(dest, out)
             return
