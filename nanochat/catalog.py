@@ -73,3 +73,8 @@ CATALOG: dict[str, HubFiles | UrlFile] = {
 CHAT_EVAL_TEST_SETS = ["arc_easy_test", "arc_challenge_test", "mmlu_test", "gsm8k_test", "humaneval_test"]
 MIXTURES = {"mid_train": ["smoltalk", "mmlu_aux", "gsm8k_train"],  # + identity, in both hub mixtures
             "chat_sft": ["arc_easy_train", "arc_challenge_train", "gsm8k_train", "smoltalk"]}
+
+
+def mixture_entries(stage: str) -> list[str]:
+    """Every entry a chat stage's hub mixture reads: its datasets and the identity conversations."""
+    return [*MIXTURES[stage], "identity"]

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from nanochat import settings
-from nanochat.catalog import CATALOG, MIXTURES
+from nanochat.catalog import CATALOG, mixture_entries
 from nanochat.chat_data import ChatLoader, mixture
 from nanochat.checkpoint import StepCheckpoints, load_model, save_final
 from nanochat.common import run_hash, run_record, start_compute_stage, write_json_atomic
@@ -132,7 +132,7 @@ def train_on_conversations(settings_cls: type, name: str, pack: bool, doc: str, 
         return loss
 
     stage.train(loader, steps, validation_loss, "val_loss", cfg.rows_per_step * T, evaluate_first=True)
-    data = [*MIXTURES[name], "identity"] if cfg.mixture == "hub" else []
+    data = mixture_entries(name) if cfg.mixture == "hub" else []
     stage.finish(steps, "val_loss", {"mixture": composition, "train_conversations": len(train),
                                      "val_conversations": len(val),
                                      "data": {entry: CATALOG[entry].describe() for entry in data}})

@@ -5,7 +5,7 @@ import sys
 from pathlib import Path
 
 from nanochat import layout
-from nanochat.catalog import CHAT_EVAL_TEST_SETS, MIXTURES
+from nanochat.catalog import CHAT_EVAL_TEST_SETS, MIXTURES, mixture_entries
 
 # Jobs run `python -m nanochat...`: find the Python that runs Snakemake (e.g. an unactivated .venv)
 # first. A conda env from --sdm conda is activated inside the job and still comes first.
@@ -34,7 +34,7 @@ CHAT_EVAL_DATA = CHAT_EVAL_TEST_SETS if config["chat_eval"]["source"] == "hub" e
 
 def mixture_data(stage: str) -> list[str]:
     """The catalog entries a chat stage's mixture reads: none for the offline mixture."""
-    return MIXTURES[stage] + ["identity"] if config[stage]["mixture"] == "hub" else []
+    return mixture_entries(stage) if config[stage]["mixture"] == "hub" else []
 
 
 # Every catalog entry this config downloads (named in report.md), and their files: the `download` target.
