@@ -29,10 +29,11 @@ class HubFiles:
 
 @dataclasses.dataclass(frozen=True)
 class UrlFile:
-    """A plain HTTPS file: the CORE eval bundle (a zip, unpacked into a folder) or JSON-lines conversations."""
+    """A plain HTTPS file: the CORE eval bundle (a zip, unpacked into a folder), JSON-lines conversations, or a
+    word list (one lowercase word per line)."""
     url: str
     sha256: str | None  # None: not pinned (no checksum known)
-    kind: Literal["eval_bundle", "conversations"]  # what the content must be (checked after the checksum)
+    kind: Literal["eval_bundle", "conversations", "word_list"]  # what the content must be (checked after the checksum)
     source: str  # where the checksum comes from
 
     def describe(self) -> str:
@@ -44,6 +45,7 @@ MMLU = "c30699e8356da336a370243923dbaf21066bb9fe"  # pinned by huggingface/smoll
 GSM8K = "740312add88f781978c0658806c59bc2815b9866"  # pinned in inspect_evals-style task tables (2026)
 HUMANEVAL = "7dce6050a7d6d172f3cc5c32aa97f52fa1a2e544"  # test parquet of 83,920 bytes at this commit
 SMOLTALK = "f73fe857d519ff6ac5af2ea67c4d3834da7b8bcc"  # the only revision public projects pin
+WORDS = "3ab32c717e5b04f047d73b37813d4035cc7da1ec"  # a dwyl/english-words commit holding words_alpha.txt
 PINS = "public code that pins it (no network here to check)"
 
 CATALOG: dict[str, HubFiles | UrlFile] = {
@@ -62,19 +64,22 @@ CATALOG: dict[str, HubFiles | UrlFile] = {
     "gsm8k_train": HubFiles("openai/gsm8k", GSM8K, ("main/train-*.parquet",), PINS),
     "arc_easy_train": HubFiles("allenai/ai2_arc", ARC, ("ARC-Easy/train-*.parquet",), PINS),
     "arc_challenge_train": HubFiles("allenai/ai2_arc", ARC, ("ARC-Challenge/train-*.parquet",), PINS),
-    # CORE's DCLM eval bundle and upstream's identity conversations.
+    # CORE's DCLM eval bundle, upstream's identity conversations, and the spelling tasks' words (upstream's
+    # list, which it reads from the repo's moving master branch; here at a commit).
     "eval_bundle": UrlFile("https://karpathy-public.s3.us-west-2.amazonaws.com/eval_bundle.zip",
                            "90a7c19e28ee7a52b4f6e1f87658deb9fde7f63deba2379045bdb1fe9ea5d200", "eval_bundle",
                            "the same sha256 in five public projects"),
     "identity": UrlFile("https://karpathy-public.s3.us-west-2.amazonaws.com/identity_conversations.jsonl", None,
                         "conversations", "no public checksum found"),
+    "words_alpha": UrlFile(f"https://raw.githubusercontent.com/dwyl/english-words/{WORDS}/words_alpha.txt", None,
+                           "word_list", "commit from the public code index; no public checksum found"),
 }
 # Which stage reads which entries: the Snakefile declares them as inputs from here.
 CHAT_EVAL_TEST_SETS = ["arc_easy_test", "arc_challenge_test", "mmlu_test", "gsm8k_test", "humaneval_test"]
-MIXTURES = {"mid_train": ["smoltalk", "mmlu_aux", "gsm8k_train"],  # + identity, in both hub mixtures
+MIXTURES = {"mid_train": ["smoltalk", "mmlu_aux", "gsm8k_train"],  # + identity and words_alpha, in both
             "chat_sft": ["arc_easy_train", "arc_challenge_train", "gsm8k_train", "smoltalk"]}
 
 
 def mixture_entries(stage: str) -> list[str]:
-    """Every entry a chat stage's hub mixture reads: its datasets and the identity conversations."""
-    return [*MIXTURES[stage], "identity"]
+    """Every entry a chat stage's hub mixture reads: its datasets, the identity conversations, the words."""
+    return [*MIXTURES[stage], "identity", "words_alpha"]

@@ -1,12 +1,16 @@
 """Conversations for midtraining and SFT: the mixtures and the batch loader.
 
-Offline mixture (real data that installed packages ship, plus generated spelling tasks):
-  chatterbot    2,026 hand-written English dialogs (nanochat.tasks.chatterbot)
-  spelling      "Spell the word: ..." answered letter by letter, and "How many r are in ...?" answered
-                with a python tool call and its output (nanochat.tasks.spellingbee)
-Hub mixtures (upstream's, on the cluster), from the folders the `download` target fetches (nanochat.catalog):
-  mid  SmolTalk + MMLU auxiliary_train + GSM8K train + identity conversations (twice) + spelling
-  sft  ARC-Easy and ARC-Challenge train + GSM8K train + SmolTalk (smoltalk_rows of it) + identity + spelling
+Both mixtures end with generated spelling conversations (nanochat.tasks.spellingbee), as upstream's:
+  simple_spelling  "Spell the word: ..." answered letter by letter
+  spelling_bee     "How many r are in ...?" answered with a python tool call and its output
+Offline mixture (real data that installed packages ship): chatterbot's 2,026 hand-written English
+dialogs (nanochat.tasks.chatterbot) + spelling over the offline corpus's words.
+Hub mixtures (upstream's composition, on the cluster), from what the `download` target fetches
+(nanochat.catalog), spelling over dwyl's words_alpha.txt; the d20 defaults give upstream's rows:
+  mid  SmolTalk (all) + MMLU auxiliary_train + GSM8K train + identity conversations (twice)
+       + SimpleSpelling 200K + SpellingBee 80K
+  sft  ARC-Easy and ARC-Challenge train + GSM8K train + SmolTalk (10K) + identity
+       + SimpleSpelling 300 + SpellingBee 300
 Every 20th conversation (after a fixed shuffle) is held out for validation.
 """
 
@@ -28,11 +32,12 @@ HUB_SOURCES = {"smoltalk": smoltalk.conversations, "mmlu_aux": mmlu.conversation
 IDENTITY_REPEATS = {"mid_train": 2, "chat_sft": 1}  # as upstream: the model's name and maker, seen twice in midtraining
 
 
-def mixture(stage: str, source: str, spelling_examples: int, smoltalk_rows: int, hub_dir: Path | None,
-            seed: int = 42) -> tuple[list, list, dict[str, int]]:
+def mixture(stage: str, source: str, smoltalk_rows: int, simple_spelling_rows: int, spelling_bee_rows: int,
+            hub_dir: Path | None, seed: int = 42) -> tuple[list, list, dict[str, int]]:
     """(train, validation, rows per source) of the stage's mixture from `source` (offline or hub)."""
     if source == "offline":
         sources = {"chatterbot": chatterbot.conversations()}
+        words = spellingbee.corpus_words()
     else:
         sources = {name: HUB_SOURCES[name](Path(hub_dir) / name) for name in MIXTURES[stage]}
         identity_file = Path(hub_dir) / layout.IDENTITY_FILE
@@ -40,7 +45,10 @@ def mixture(stage: str, source: str, spelling_examples: int, smoltalk_rows: int,
         if smoltalk_rows > 0:
             sources["smoltalk"] = random.Random(seed).sample(sources["smoltalk"],
                                                              min(smoltalk_rows, len(sources["smoltalk"])))
-    sources["spelling"] = spellingbee.conversations(spelling_examples)
+        words = spellingbee.read_word_list(Path(hub_dir) / layout.WORDS_FILE)
+    words = spellingbee.training_words(words)
+    sources["simple_spelling"] = spellingbee.simple_spelling(simple_spelling_rows, words)
+    sources["spelling_bee"] = spellingbee.spelling_bee(spelling_bee_rows, words)
     conversations = [c for rows in sources.values() for c in rows]
     random.Random(seed).shuffle(conversations)
     val = conversations[::20]

@@ -114,7 +114,8 @@ def train_on_conversations(settings_cls: type, name: str, pack: bool, doc: str, 
     """Midtraining (pack=True) and SFT (pack=False) on the conversation mixture, validated by loss."""
     stage = setup(settings_cls, name, doc, argv)
     cfg, compute = stage.cfg, stage.compute
-    train, val, composition = mixture(name, cfg.mixture, cfg.spelling_examples, cfg.smoltalk_rows, stage.args.hub_dir)
+    train, val, composition = mixture(name, cfg.mixture, cfg.smoltalk_rows, cfg.simple_spelling_rows,
+                                      cfg.spelling_bee_rows, stage.args.hub_dir)
     log.info("%s mixture: %s; %d train / %d validation conversations", name, composition, len(train), len(val))
     B, T = cfg.device_batch_size, cfg.max_seq_len
     loader = ChatLoader(stage.tokenizer, train, B, T, cfg.rows_per_step, pack, compute.rank, compute.world_size,

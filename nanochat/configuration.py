@@ -26,6 +26,7 @@ from nanochat.scripts import (
     chat_eval,
     chat_rl,
     chat_sft,
+    export,
     mid_train,
     report,
     tok_eval,
@@ -55,7 +56,8 @@ SECTIONS: dict[str, type] = {
     "tok_eval": tok_eval.TokEvalSettings, "base_train": base_train.BaseTrainSettings,
     "base_loss": base_loss.BaseLossSettings, "base_eval": base_eval.BaseEvalSettings,
     "mid_train": mid_train.MidTrainSettings, "chat_sft": chat_sft.ChatSftSettings, "chat_rl": chat_rl.ChatRlSettings,
-    "chat_eval": chat_eval.ChatEvalSettings, "report": report.ReportSettings, "runtime": RuntimeSettings,
+    "chat_eval": chat_eval.ChatEvalSettings, "report": report.ReportSettings, "export": export.ExportSettings,
+    "runtime": RuntimeSettings,
 }
 
 

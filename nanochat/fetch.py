@@ -122,13 +122,27 @@ def check_conversations(path: Path) -> str | None:
     return None if lines else "no conversations"
 
 
+def check_word_list(path: Path) -> str | None:
+    try:
+        words = path.read_text(encoding="utf-8").split()
+    except UnicodeDecodeError as err:
+        return f"not UTF-8 text ({err})"
+    bad = next((w for w in words if not (w.isascii() and w.isalpha() and w.islower())), None)
+    if bad is not None:
+        return f"{bad[:40]!r} is not a lowercase word"
+    return None if words else "no words"
+
+
+CONTENT_CHECKS = {"eval_bundle": check_bundle, "conversations": check_conversations, "word_list": check_word_list}
+
+
 def url_file(entry: UrlFile, out: Path) -> None:
     """A plain URL into `out` (a file, or for the eval bundle the unpacked folder), verified."""
     mirror = os.environ.get("NANOCHAT_DOWNLOAD_MIRROR")
     url = f"{mirror.rstrip('/')}/{entry.url.rsplit('/', 1)[1]}" if mirror else entry.url
     if entry.sha256 is None:
         log.warning("%s has no pinned sha256 (nanochat/catalog.py): only its content is checked", entry.url)
-    content_check = check_bundle if entry.kind == "eval_bundle" else check_conversations
+    content_check = CONTENT_CHECKS[entry.kind]
     out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=out.parent, prefix=f".{out.name}-") as tmp:
         dest, got = Path(tmp) / "download", {}  # what the last download announced and hashed to
@@ -149,7 +163,7 @@ def url_file(entry: UrlFile, out: Path) -> None:
 
         fetch_verified(url, download, check)
         log.info("%s verified (sha256 %s)", url, got["sha256"])
-        if entry.kind == "conversations":
+        if entry.kind != "eval_bundle":  # a single file
             os.replace(dest, out)
             return
         unpacked = Path(tmp) / "unpacked"

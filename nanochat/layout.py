@@ -5,7 +5,9 @@ TOKENIZER = "tokenizer"  # tokenizer.json, token_bytes.pt and the tokenizer reco
 EVAL = "eval"  # records of the evaluations
 REPORT = "report"  # report.md and its plots
 HUB = "hub"  # hub datasets, one folder per catalog entry
+EXPORT = "export"  # one Hugging Face transformers folder per exported model: export/<model>/
 IDENTITY_FILE = "identity_conversations.jsonl"  # in the hub folder
+WORDS_FILE = "words_alpha.txt"  # in the hub folder: the hub mixtures' spelling words
 LOGS, BENCHMARKS = "logs", "benchmarks"
 # Final checkpoint folder of each model (step checkpoints in <folder>/steps/), and the stage that trains it.
 CHECKPOINTS = {"base": "base_checkpoints", "mid": "mid_checkpoints", "sft": "sft_checkpoints", "rl": "rl_checkpoints"}
@@ -20,5 +22,5 @@ def shard_folder(source: str) -> str:
 def download_path(name: str) -> str:
     """Where catalog entry `name` is downloaded to (fineweb_edu: the shard folder)."""
     special = {"fineweb_edu": shard_folder("fineweb-edu"), "eval_bundle": "eval_bundle",
-               "identity": f"{HUB}/{IDENTITY_FILE}"}
+               "identity": f"{HUB}/{IDENTITY_FILE}", "words_alpha": f"{HUB}/{WORDS_FILE}"}
     return special.get(name, f"{HUB}/{name}")

@@ -4,9 +4,10 @@ import re
 
 from nanochat import catalog, layout
 from nanochat.catalog import CATALOG, HubFiles, UrlFile
+from nanochat.fetch import check_word_list
 
 # No public pin was found for these (see the catalog's `source`); a new entry must not join them silently.
-UNPINNED = {"fineweb_edu", "identity"}
+UNPINNED = {"fineweb_edu", "identity", "words_alpha"}  # words_alpha: its URL is at a commit, no sha256 known
 
 
 def test_pins_are_commits_and_checksums():
@@ -25,11 +26,22 @@ def test_pins_are_commits_and_checksums():
 def test_every_entry_has_one_place_and_a_reader():
     paths = [layout.download_path(name) for name in CATALOG]
     assert len(set(paths)) == len(paths)
-    read = {"fineweb_edu", "eval_bundle", "identity", *catalog.CHAT_EVAL_TEST_SETS,
-            *(name for names in catalog.MIXTURES.values() for name in names)}
+    read = {"fineweb_edu", "eval_bundle", *catalog.CHAT_EVAL_TEST_SETS,
+            *(name for stage in catalog.MIXTURES for name in catalog.mixture_entries(stage))}
     assert read == set(CATALOG)
 
 
 def test_records_describe_the_revision():
     assert CATALOG["gsm8k_test"].describe() == f"hf://datasets/openai/gsm8k@{catalog.GSM8K}"
     assert "not pinned" in CATALOG["fineweb_edu"].describe()
+
+
+def test_a_word_list_is_lowercase_words_one_per_line(tmp_path):
+    path = tmp_path / "words_alpha.txt"
+    for text, error in (("a\r\naa\r\naah\r\n", None), ("", "no words"), ("apple\nBanana\n", "'Banana' is not"),
+                        ("<html>404</html>", "'<html>404</html>' is not"), ("caf\u00e9\n", "'café' is not")):
+        path.write_text(text)
+        result = check_word_list(path)
+        assert result is None if error is None else error in result, (text, result)
+    path.write_bytes(b"\xff\xfe")
+    assert "not UTF-8" in check_word_list(path)

@@ -13,7 +13,8 @@ import pytest
 from conftest import CONFIG, REPO, record, snakemake
 from hub_server import HubServer
 from nanochat import catalog, tasks
-from nanochat.tasks import gsm8k, humaneval, spellingbee
+from nanochat.scripts.chat_eval import aggregates
+from nanochat.tasks import CHATCORE_TASKS, gsm8k, humaneval, spellingbee
 from nanochat.tasks.common import multiple_choice_prompt
 from nanochat.tokenizer import SPECIAL_TOKENS, Tokenizer
 
@@ -72,7 +73,23 @@ def test_offline_chat_eval_scores_the_tiny_model(straight_run):
     assert all("not available offline" in tasks[n]["reason"] for n in ("ARC-Easy", "ARC-Challenge", "GSM8K"))
     assert all(t["n"] == 4 for t in tasks.values() if t["available"])
     expected = sum(t["centered"] for t in tasks.values() if t["available"]) / 4
-    assert result["chatcore"] == pytest.approx(expected)
+    assert result["chat_mean"] == pytest.approx(expected)
+    assert result["chat_mean_tasks"] == ["MMLU", "HumanEval", "SpellingBee", "QuaRTz"]
+    assert result["chatcore"] is None  # another task set: not upstream's ChatCORE
+
+
+def test_chatcore_only_over_upstreams_six_tasks_from_the_hub():
+    def results(names, available=True):
+        return {n: {"available": available, "centered": 0.5 * (i % 2)} for i, n in enumerate(names)}
+    six = results(CHATCORE_TASKS)
+    assert aggregates(six, "hub") == {"chatcore": 0.25, "chat_mean": 0.25, "chat_mean_tasks": list(CHATCORE_TASKS)}
+    assert aggregates(six, "offline")["chatcore"] is None
+    five = {**six, "GSM8K": {"available": False, "reason": "not downloaded"}}
+    assert aggregates(five, "hub")["chatcore"] is None
+    assert aggregates(five, "hub")["chat_mean"] == 0.5 * 2 / 5  # GSM8K was one of the three at 0.5
+    assert aggregates({**six, **results(["QuaRTz"])}, "hub")["chatcore"] is None
+    assert aggregates(results(["MMLU"], available=False), "offline") == \
+        {"chatcore": None, "chat_mean": None, "chat_mean_tasks": []}
 
 
 def write_parquet(path, rows):
@@ -103,7 +120,8 @@ def test_hub_chat_eval_downloads_every_task_then_scores_offline(straight_run, tm
         snakemake(straight_run, ".nanochat/eval/chat_eval_base.json", *CONFIG, settings, env=env)
         assert len(hub.gets()) == gets, "the evaluation itself downloaded something"
     result = record(straight_run, "chat_eval_base.json")
-    assert set(result["chatcore_tasks"]) == {"ARC-Easy", "ARC-Challenge", "MMLU", "GSM8K", "HumanEval", "SpellingBee"}
+    assert set(result["chat_mean_tasks"]) == set(CHATCORE_TASKS)
+    assert result["chatcore"] == result["chat_mean"]  # upstream's six tasks on the real test sets: ChatCORE
     assert all(t["n"] == 3 for t in result["tasks"].values())
     assert result["data"]["gsm8k_test"] == f"hf://datasets/openai/gsm8k@{catalog.CATALOG['gsm8k_test'].revision}"
 

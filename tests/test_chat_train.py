@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import signal
 import time
 
@@ -12,9 +13,12 @@ import torch
 
 from conftest import CHAT, REPO, jobs_run, record, snakemake
 from hub_server import HubServer
-from nanochat.catalog import CATALOG
+from nanochat.catalog import CATALOG, MIXTURES
+from nanochat.chat_data import IDENTITY_REPEATS
 from nanochat.gpt import GPT, GPTConfig
 from nanochat.scripts.chat_rl import policy_gradient_loss
+from nanochat.scripts.chat_sft import ChatSftSettings
+from nanochat.scripts.mid_train import MidTrainSettings
 from nanochat.tasks.gsm8k import conversation as gsm8k_conversation
 from test_base_train import training_pid
 
@@ -26,12 +30,14 @@ def gsm8k_train_rows() -> list[dict]:
     (catalog entry gsm8k_train), so every test that serves it serves the same rows."""
     return [json.loads(line) for line in GSM8K_TRAIN.read_text().splitlines()[:20]]
 
+
 @pytest.mark.parametrize("model, stage", [("mid", "mid_train"), ("sft", "chat_sft")])
 def test_each_chat_stage_learns_its_own_distribution(chat_run, model, stage):
     result = record(chat_run, f"{stage}.json")
     assert result["num_steps"] == 20 and len(result["history"]) == 20
     assert result["val_loss"] < result["initial_val_loss"], result
-    assert result["mixture"]["chatterbot"] == 2026 and result["mixture"]["spelling"] > 0
+    spelling = {"mid_train": 1000, "chat_sft": 150}[stage]  # the tiny preset's rows of each spelling task
+    assert result["mixture"] == {"chatterbot": 2026, "simple_spelling": spelling, "spelling_bee": spelling}
     assert record(chat_run, f"chat_eval_{model}.json")["tasks"]["MMLU"]["n"] == 4
 
 
@@ -123,16 +129,44 @@ def test_hub_mixtures_download_and_train(chat_run, tmp_path):
         pq.write_table(pa.Table.from_pylist(rows), served / path)
     identity = [[{"role": "user", "content": "Who are you?"}, {"role": "assistant", "content": "I am nanochat."}]] * 3
     (served / "identity_conversations.jsonl").write_text("".join(json.dumps(c) + "\n" for c in identity))
-    hub = ["mid_train={mixture: hub, num_iterations: 4, spelling_examples: 10}",
-           "chat_sft={mixture: hub, num_iterations: 4, smoltalk_rows: 12, spelling_examples: 10}"]
+    (served / "words_alpha.txt").write_text("zyzzyva\r\nquokka\r\nxylophone\r\n")  # dwyl's CRLF lines
+    hub = ["mid_train={mixture: hub, num_iterations: 4, simple_spelling_rows: 10, spelling_bee_rows: 6}",
+           "chat_sft={mixture: hub, num_iterations: 4, smoltalk_rows: 12, simple_spelling_rows: 4, "
+           "spelling_bee_rows: 2}"]
     with HubServer(served) as server:  # it also serves plain files under /files/, the URL files' mirror here
         env = {"HF_ENDPOINT": server.endpoint, "HF_HOME": str(tmp_path / "hf-home"),
                "NANOCHAT_DOWNLOAD_MIRROR": f"{server.endpoint}/files"}
         snakemake(chat_run, ".nanochat/sft_checkpoints/model.pt", *CHAT, *hub, env=env)
     assert record(chat_run, "mid_train.json")["mixture"] == {"smoltalk": 30, "mmlu_aux": 20, "gsm8k_train": 20,
-                                                             "identity": 6, "spelling": 10}
+                                                             "identity": 6, "simple_spelling": 10, "spelling_bee": 6}
     assert record(chat_run, "mid_train.json")["data"]["smoltalk"] == f"hf://datasets/{CATALOG['smoltalk'].repo}" \
         f"@{CATALOG['smoltalk'].revision}"  # the record names the pinned revision it trained on
     assert record(chat_run, "chat_sft.json")["mixture"] == {"arc_easy_train": 10, "arc_challenge_train": 5,
                                                              "gsm8k_train": 20, "smoltalk": 12, "identity": 3,
-                                                             "spelling": 10}
+                                                             "simple_spelling": 4, "spelling_bee": 2}
+    assert CATALOG["words_alpha"].describe() == record(chat_run, "chat_sft.json")["data"]["words_alpha"]
+
+
+UPSTREAM_SCRIPTS = REPO.parent / "shared" / "anchors" / "nanochat-48abd7d" / "scripts"
+
+
+@pytest.mark.skipif(not UPSTREAM_SCRIPTS.is_dir(), reason="needs upstream nanochat in ../shared/anchors")
+@pytest.mark.parametrize("stage, settings", [("mid_train", MidTrainSettings), ("chat_sft", ChatSftSettings)])
+def test_hub_mixture_defaults_are_upstreams_composition(stage, settings):
+    """The d20 (default) hub mixtures against upstream 48abd7d's training mixture, source by source."""
+    script = (UPSTREAM_SCRIPTS / f"{stage}.py").read_text()
+    upstream = script[script.index("TaskMixture(["):script.index("])", script.index("TaskMixture(["))]
+    ours = settings()
+
+    def size(task: str) -> int:
+        return int(re.search(rf"{task}\(size=(\d+)", upstream).group(1))
+
+    assert (size("SimpleSpelling"), size("SpellingBee")) == (ours.simple_spelling_rows, ours.spelling_bee_rows)
+    smoltalk = re.search(r'SmolTalk\(split="train"(?:, stop=([\d_]+))?\)', upstream).group(1)
+    assert ours.smoltalk_rows == (int(smoltalk) if smoltalk else -1)
+    assert upstream.count("CustomJSON(") == IDENTITY_REPEATS[stage]
+    named = {"SmolTalk(": "smoltalk", 'MMLU(subset="auxiliary_train"': "mmlu_aux", "GSM8K(": "gsm8k_train",
+             'ARC(subset="ARC-Easy"': "arc_easy_train", 'ARC(subset="ARC-Challenge"': "arc_challenge_train"}
+    assert {entry for call, entry in named.items() if call in upstream} == set(MIXTURES[stage])
+    assert set(re.findall(r"^\s+(\w+)\(", upstream, re.M)) <= {"SmolTalk", "MMLU", "GSM8K", "ARC", "CustomJSON",
+                                                               "SimpleSpelling", "SpellingBee"}  # nothing else

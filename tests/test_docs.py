@@ -50,6 +50,7 @@ RUN_PAGES = [
     "how-to/run-a-training-job.md",
     "how-to/resume-after-a-failure.md",
     "how-to/analyze-results.md",
+    "how-to/export-to-transformers.md",
     "how-to/troubleshoot-common-issues.md",
 ]
 # Pages outside tutorials/ and how-to/ may show cluster or long commands, never commands to run here.

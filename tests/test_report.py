@@ -9,8 +9,9 @@ from nanochat.layout import PLOTS
 from nanochat.scripts.report import plot, render, summary_table
 
 
-def chat_record(mmlu: float, chatcore: float) -> dict:
-    return {"chatcore": chatcore, "chatcore_tasks": ["MMLU"], "tasks": {
+def chat_record(mmlu: float, chat_mean: float) -> dict:
+    return {"chatcore": None, "chat_mean": chat_mean, "chat_mean_tasks": ["MMLU"], "settings": {"source": "offline"},
+            "tasks": {
         "MMLU": {"available": True, "accuracy": mmlu, "n": 4, "baseline": 0.25, "centered": 0.0, "wall_time_s": 1.0},
         "GSM8K": {"available": False, "reason": "not available offline: no package ships GSM8K"}}}
 
@@ -35,8 +36,12 @@ def test_summary_table_cells():
         ["GSM8K", "", "not available offline", "not available offline", "RL disabled"],
         ["HumanEval", "", "not evaluated", "not evaluated", "RL disabled"],
         ["MMLU", "", "0.2500", "0.5000", "RL disabled"],
-        ["ChatCORE", "", "0.0000", "0.3333", "RL disabled"],
+        ["ChatCORE", "", "not available offline", "not available offline", "RL disabled"],
+        ["Chat mean", "", "0.0000", "0.3333", "RL disabled"],
     ]
+    hub = {**FIXTURE, "chat_eval_sft": {**FIXTURE["chat_eval_sft"], "chatcore": 0.3333, "settings": {"source": "hub"}}}
+    hub.pop("chat_eval_mid")
+    assert summary_table(hub, rl_enabled=False)[-1] == ["ChatCORE", "", "not run", "0.3333", "RL disabled"]
     offline = {**FIXTURE, "base_eval": {"core": None, "available": False, "reason": "not available offline: ..."}}
     table = summary_table(offline, rl_enabled=True)
     assert table[0] == ["CORE", "not available offline", "", "", ""] and table[5][4] == "not run"
@@ -56,15 +61,17 @@ def test_report_numbers_equal_the_stage_records(chat_run):
     text = (chat_run / ".nanochat/report/report.md").read_text()
     summary = text.split("## Summary")[1].split("\n## ")[0]
     rows = {line.split("|")[1].strip(): [c.strip() for c in line.split("|")[2:-1]]
-            for line in summary.splitlines() if re.match(r"\| (CORE|ARC|GSM8K|HumanEval|MMLU|ChatCORE)", line)}
+            for line in summary.splitlines() if re.match(r"\| (CORE|ARC|GSM8K|HumanEval|MMLU|Chat)", line)}
     for column, stage in ((1, "mid"), (2, "sft")):
         result = record(chat_run, f"chat_eval_{stage}.json")
         assert rows["MMLU"][column] == f"{result['tasks']['MMLU']['accuracy']:.4f}"
         assert rows["HumanEval"][column] == f"{result['tasks']['HumanEval']['accuracy']:.4f}"
-        assert rows["ChatCORE"][column] == f"{result['chatcore']:.4f}"
+        assert rows["Chat mean"][column] == f"{result['chat_mean']:.4f}"
+        assert rows["ChatCORE"][column] == "not available offline"  # the offline tasks are another set
         assert rows["GSM8K"][column] == "not available offline"
     assert rows["CORE"][0] == "not available offline" and rows["CORE"][3] == "RL disabled"
     assert "RL: disabled in config" in text
+    assert "It is not upstream's ChatCORE" in text and "Chat mean " in text.split("## Summary")[1]
     base = record(chat_run, "base_train.json")
     assert f"validation {base['val_bpb']:.4f} bits/byte" in text
     for name in PLOTS:

@@ -9,7 +9,7 @@ from conftest import jobs_run, snakemake
 from nanochat.dataset import iter_texts
 from nanochat.tokenizer import SPECIAL_TOKENS, Tokenizer
 
-TARGETS = ["all", "report", "download"]
+TARGETS = ["all", "report", "download", "export_all"]
 
 
 def test_local_run_builds_a_working_tokenizer(tiny_run):

@@ -23,7 +23,8 @@ class ChatSftSettings:
     grad_clip: float = 1.0  # clip the global gradient norm to this (0: no clipping)
     mixture: Literal["hub", "offline"] = "hub"  # hub: ARC, GSM8K, SmolTalk (downloaded); offline: installed packages
     smoltalk_rows: int = 10_000  # SmolTalk conversations in the hub mixture (-1: all)
-    spelling_examples: int = 300  # generated spelling and letter-counting conversations in the mixture
+    simple_spelling_rows: int = 300  # generated "Spell the word" conversations in the mixture (upstream: 300)
+    spelling_bee_rows: int = 300  # generated letter-counting conversations with a python tool call (upstream: 300)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -23,7 +23,8 @@ class MidTrainSettings:
     grad_clip: float = 1.0  # clip the global gradient norm to this (0: no clipping)
     mixture: Literal["hub", "offline"] = "hub"  # hub: SmolTalk, MMLU auxiliary_train, GSM8K (downloaded); offline: installed packages
     smoltalk_rows: int = -1  # SmolTalk conversations in the hub mixture (-1: all)
-    spelling_examples: int = 2000  # generated spelling and letter-counting conversations in the mixture
+    simple_spelling_rows: int = 200_000  # generated "Spell the word" conversations in the mixture (upstream: 200K)
+    spelling_bee_rows: int = 80_000  # generated letter-counting conversations with a python tool call (upstream: 80K)
 
 
 def main(argv: list[str] | None = None) -> None:

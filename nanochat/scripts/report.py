@@ -27,6 +27,7 @@ from nanochat import settings
 from nanochat.catalog import CATALOG
 from nanochat.common import setup_logging, write_atomic
 from nanochat.layout import PLOTS, TRAINED_BY
+from nanochat.tasks import CHATCORE_TASKS
 
 matplotlib.use("Agg")
 log = logging.getLogger("nanochat.scripts.report")
@@ -44,10 +45,17 @@ COLUMNS = ["BASE", "MID", "SFT", "RL"]
 REQUIRED = ("tok_train", "base_train", "chat_sft")  # the report is about a trained chat model
 
 
+def chat_mean_tasks(records: dict) -> list[str]:
+    """The tasks of the chat mean when some chat model has it without ChatCORE (offline): the row it needs."""
+    chat = [records[f"chat_eval_{c.lower()}"] for c in COLUMNS if f"chat_eval_{c.lower()}" in records]
+    return next((r["chat_mean_tasks"] for r in chat if r["chatcore"] is None), [])
+
+
 def summary_table(records: dict, rl_enabled: bool) -> list[list[str]]:
-    """Upstream's report card: metric rows x stage columns; a cell without a number says why."""
+    """Upstream's report card: metric rows x stage columns; a cell without a number says why. A "Chat mean"
+    row follows ChatCORE when a chat model was evaluated on another task set (offline)."""
     table = []
-    for row in ROWS:
+    for row in ROWS + ["Chat mean"] * bool(chat_mean_tasks(records)):
         cells = [row]
         for column in COLUMNS:
             if column == "RL" and not rl_enabled:
@@ -63,7 +71,11 @@ def summary_table(records: dict, rl_enabled: bool) -> list[list[str]]:
                 if chat is None:
                     cells.append("not run")
                 elif row == "ChatCORE":
-                    cells.append(f"{chat['chatcore']:.4f}" if chat["chatcore"] is not None else "no tasks")
+                    offline = chat.get("settings", {}).get("source") == "offline"
+                    cells.append(f"{chat['chatcore']:.4f}" if chat["chatcore"] is not None
+                                 else "not available offline" if offline else "not available")
+                elif row == "Chat mean":
+                    cells.append(f"{chat['chat_mean']:.4f}" if chat["chat_mean"] is not None else "no tasks")
                 else:
                     task = chat["tasks"].get(row)
                     cells.append("not evaluated" if task is None else f"{task['accuracy']:.4f}" if task["available"]
@@ -116,6 +128,7 @@ def context(records: dict, rl_enabled: bool, hourly_rate: float) -> dict:
     hardware = records.get("base_train", {}).get("hardware") or next(
         (r["hardware"] for r in records.values() if "hardware" in r), {})
     return {"records": records, "table": summary_table(records, rl_enabled), "columns": COLUMNS,
+            "chat_mean_tasks": chat_mean_tasks(records), "chatcore_tasks": CHATCORE_TASKS,
             "rl_enabled": rl_enabled, "git": git_state(Path(__file__).resolve().parent.parent),
             "hardware": hardware, "versions": versions, "python": records.get("tok_train", {}).get("python", ""),
             "started": min(t[0] for t in times).strftime("%Y-%m-%d %H:%M:%S") if times else "unknown",

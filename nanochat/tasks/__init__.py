@@ -23,6 +23,7 @@ EVAL_TASKS: dict[str, EvalTask] = {"arc_easy": arc.EASY, "arc_challenge": arc.CH
                                    "gsm8k": gsm8k.TASK, "humaneval": humaneval.TASK,
                                    "spellingbee": spellingbee.TASK, "quartz": quartz.TASK}
 HUB_TASKS = ["arc_easy", "arc_challenge", "mmlu", "gsm8k", "humaneval", "spellingbee"]
+CHATCORE_TASKS = [EVAL_TASKS[name].name for name in HUB_TASKS]  # upstream's ChatCORE is over exactly these
 # Offline: the tasks with data first, then those reported as not available.
 OFFLINE_TASKS = ["mmlu", "humaneval", "spellingbee", "quartz", "arc_easy", "arc_challenge", "gsm8k"]
 

@@ -1,9 +1,11 @@
 """SpellingBee: "How many r are in the word ...?" over the offline corpus's words, in both modes.
-Training conversations (every mixture) spell words letter by letter and count letters with a python
-tool call; they use words that the evaluation does not, so the evaluation stays unseen."""
+Training conversations, as upstream's mixtures have them: SimpleSpelling spells a word letter by letter,
+SpellingBee counts a letter with a python tool call. Their words: dwyl's words_alpha.txt in the hub
+mixtures (as upstream), the offline corpus's words offline; never the words the evaluation asks about."""
 
 import random
 import re
+from pathlib import Path
 
 from nanochat.dataset import offline_documents
 from nanochat.tasks.common import EvalTask
@@ -29,21 +31,34 @@ def grade(item: dict, completion: str) -> bool:
     return bool(numbers) and int(numbers[-1]) == item["answer"]
 
 
-def _training_words() -> list[str]:
+def corpus_words() -> list[str]:
+    """The offline mixture's word list: the offline corpus's words of 3+ letters."""
+    return sorted({w for doc in offline_documents() for w in re.findall(r"[a-z]{3,}", doc.lower())})
+
+
+def read_word_list(path: Path) -> list[str]:
+    """The hub mixtures' word list: dwyl's words_alpha.txt (catalog entry words_alpha), one word per line."""
+    return [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def training_words(words: list[str]) -> list[str]:
+    """`words` without those the evaluation asks about, so the evaluation stays unseen."""
     held_out = {item["word"] for item in items()}
-    return sorted({w for doc in offline_documents() for w in re.findall(r"[a-z]{3,}", doc.lower())} - held_out)
+    return sorted(set(words) - held_out)
 
 
-def conversations(n: int, seed: int = 7) -> list[list[dict]]:
-    """`n` spelling (even) and letter-counting (odd) conversations."""
-    words, rng = _training_words(), random.Random(seed)
-    out = []
-    for i in range(n):
+def simple_spelling(n: int, words: list[str], seed: int = 7) -> list[list[dict]]:
+    """`n` "Spell the word: ..." conversations answered letter by letter (upstream's SimpleSpelling)."""
+    rng = random.Random(seed)
+    return [[{"role": "user", "content": f"Spell the word: {word}"},
+             {"role": "assistant", "content": f"{word}:{','.join(word)}"}] for word in rng.choices(words, k=n)]
+
+
+def spelling_bee(n: int, words: list[str], seed: int = 8) -> list[list[dict]]:
+    """`n` letter-counting conversations, answered by spelling, a python tool call and its output."""
+    rng, out = random.Random(seed), []
+    for _ in range(n):
         word = rng.choice(words)
-        if i % 2 == 0:
-            out.append([{"role": "user", "content": f"Spell the word: {word}"},
-                        {"role": "assistant", "content": f"{word}:{','.join(word)}"}])
-            continue
         letter = rng.choice(word) if rng.random() < 0.8 else rng.choice("abcdefghijklmnopqrstuvwxyz")
         count = word.count(letter)
         out.append([

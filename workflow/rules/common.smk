@@ -1,5 +1,6 @@
 # Paths of every artefact (nanochat.layout, docs/reference/artifacts.md), the downloads this config
 # needs (nanochat.catalog), and helpers shared by rules.
+import re
 import shlex
 import sys
 from pathlib import Path
@@ -20,12 +21,16 @@ CKPT = {model: BASE / folder for model, folder in layout.CHECKPOINTS.items()}
 EVAL_DIR = BASE / layout.EVAL
 REPORT_DIR = BASE / layout.REPORT
 HUB_DIR = BASE / layout.HUB
+EXPORT_DIR = BASE / layout.EXPORT
 RL_ENABLED = config["workflow"]["chat_rl"]
 CHAT_MODELS = ["mid", "sft"] + ["rl"] * RL_ENABLED  # the models `all` and `report` evaluate on the chat tasks
 
 
 def download_path(name: str) -> str:
     return str(BASE / layout.download_path(name))
+
+
+URL_FILES = {layout.IDENTITY_FILE: "identity", layout.WORDS_FILE: "words_alpha"}  # file in hub/ -> catalog entry
 
 
 # The catalog entries this config reads (nanochat.catalog), by stage.

@@ -48,17 +48,22 @@ rule download_eval_bundle:
         "python -m nanochat.scripts.download eval_bundle --out={output.bundle} 2> {log}"
 
 
-rule download_identity:
+# A single file from a URL: upstream's identity conversations, the spelling tasks' word list.
+rule download_file:
     localrule: True
     output:
-        jsonl=download_path("identity"),
+        file=str(BASE / layout.HUB / "{file}"),
+    params:
+        name=lambda w: URL_FILES[w.file],
+    wildcard_constraints:
+        file="|".join(re.escape(file) for file in URL_FILES),
     log:
-        log_path("download_identity"),
+        log_path("download_file", "{file}"),
     retries: 2
     conda:
         "../envs/data.yaml"
     shell:
-        "python -m nanochat.scripts.download identity --out={output.jsonl} 2> {log}"
+        "python -m nanochat.scripts.download {params.name} --out={output.file} 2> {log}"
 
 
 # offline: text shipped by installed packages, dealt into shards; no network.
