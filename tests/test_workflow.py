@@ -1,6 +1,7 @@
 """Real Snakemake runs of the workflow: targets, rerun semantics, config validation, both profiles."""
 
 import json
+import re
 
 import pytest
 import torch
@@ -60,6 +61,15 @@ def test_ptolemy_profile_plans_the_d20_download_on_scratch(tmp_path):
     assert jobs_run(result)["download_shard"] == 240
     shard = "/scratch/ptolemy/users/student/nanochat/base_data/fineweb-edu/shard_00239.parquet"
     assert shard in result.stdout + result.stderr
+
+
+def test_tokenizer_training_waits_only_for_its_own_shards(tmp_path):
+    # 20 fineweb-edu shards to download; the tokenizer reads the first 2, so it needs those 2 downloads only.
+    result = snakemake(tmp_path, "-n", "tok_train", "--config", "base_data={source: fineweb-edu, num_shards: 20}",
+                       "tok_train={num_shards: 2}")
+    assert jobs_run(result) == {"download_shard": 2, "tok_train": 1}
+    shards = re.findall(r"shard_(\d+)\.parquet", result.stdout.split("rule tok_train")[1].split("\n\n")[0])
+    assert sorted(set(shards)) == ["00000", "00001"]
 
 
 @pytest.mark.parametrize("override, key", [

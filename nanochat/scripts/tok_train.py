@@ -1,4 +1,7 @@
-"""Train the byte-level BPE tokenizer on the training shards (every shard but the validation one).
+"""Train the byte-level BPE tokenizer on the first training shards (the validation shard never).
+
+As upstream, the tokenizer needs only the first ~2B characters: with fineweb-edu's ~250M characters
+per shard, the first 8 shards. The workflow gives it only those, so it trains while the others download.
 
 Writes into --out_dir: tokenizer.json, token_bytes.pt (UTF-8 bytes per token id, 0 for special
 tokens, used for bits per byte) and tok_train.json (what was trained on, how long it took).
@@ -24,7 +27,8 @@ log = logging.getLogger("nanochat.scripts.tok_train")
 class TokTrainSettings:
     """BPE tokenizer training (HF tokenizers, GPT-4 split pattern, 9 special tokens)."""
     vocab_size: int = dataclasses.field(default=65536, metadata={"minimum": 265})  # vocabulary size, the 9 special tokens included (at least 256 bytes + 9)
-    max_chars: int = 2_000_000_000  # train on at most this many characters of the training shards
+    num_shards: int = dataclasses.field(default=8, metadata={"minimum": 1})  # train on the first this many training shards (fineweb-edu: ~250M characters each); the workflow waits only for these
+    max_chars: int = 2_000_000_000  # train on at most this many characters of those shards
     doc_cap: int = 10_000  # keep at most this many characters of each document, so none dominates
 
 
@@ -33,17 +37,20 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("shards", nargs="+", help="training shards (parquet, `text` column)")
     args = parser.parse_args(argv)
     cfg: TokTrainSettings = settings.from_args(TokTrainSettings, args)
-    start_compute_stage(args.shards)
+    shards = args.shards[:cfg.num_shards]
+    if len(shards) < len(args.shards):
+        log.info("reading the first %d of the %d shards given (num_shards)", len(shards), len(args.shards))
+    start_compute_stage(shards)
     started = time.time()
     seen = {"chars": 0, "docs": 0}
 
     def texts():
-        for text in iter_texts(args.shards, cfg.max_chars, cfg.doc_cap):
+        for text in iter_texts(shards, cfg.max_chars, cfg.doc_cap):
             seen["chars"] += len(text)
             seen["docs"] += 1
             yield text
 
-    log.info("training vocab %d on at most %d chars of %d shard(s)", cfg.vocab_size, cfg.max_chars, len(args.shards))
+    log.info("training vocab %d on at most %d chars of %d shard(s)", cfg.vocab_size, cfg.max_chars, len(shards))
     tokenizer = Tokenizer.train(texts(), cfg.vocab_size, show_progress=True)
     train_s = time.time() - started
     if tokenizer.vocab_size != cfg.vocab_size:
@@ -53,11 +60,13 @@ def main(argv: list[str] | None = None) -> None:
     tokenizer.save(args.out_dir / "tokenizer.json")
     torch.save(torch.tensor(tokenizer.token_bytes(), dtype=torch.int32), args.out_dir / "token_bytes.pt")
     write_json_atomic(args.out_dir / "tok_train.json", {
-        "settings": dataclasses.asdict(cfg), "shards": [str(s) for s in args.shards],
+        "settings": dataclasses.asdict(cfg), "shards": [str(s) for s in shards],
         "train_chars": seen["chars"], "train_docs": seen["docs"], "vocab_size": tokenizer.vocab_size,
         "train_time_s": round(train_s, 3), **run_record(started)})
     log.info("vocab %d trained on %d chars (%d docs) in %.1fs", tokenizer.vocab_size, seen["chars"],
              seen["docs"], train_s)
+    if seen["chars"] < cfg.max_chars:
+        log.info("all of %d shard(s) read: %d characters, fewer than max_chars", len(shards), seen["chars"])
 
 
 if __name__ == "__main__":

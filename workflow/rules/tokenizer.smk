@@ -1,9 +1,9 @@
-# Tokenizer training on the training shards, and its compression on the validation shard.
+# Tokenizer training on the first training shards, and its compression on the validation shard.
 
 
 rule tok_train:
     input:
-        shards=TRAIN_SHARDS,
+        shards=TRAIN_SHARDS[: config["tok_train"]["num_shards"]],  # only these: it starts while the rest downloads
     output:
         tokenizer=str(TOKENIZER_DIR / "tokenizer.json"),
         token_bytes=str(TOKENIZER_DIR / "token_bytes.pt"),
