@@ -261,7 +261,8 @@ def test_the_controller_job_hands_over_to_its_successor_near_its_limit(tmp_path)
     # The twin is one 16-CPU node: the controller's CPU leaves 15 for training (on Ptolemy it sits elsewhere).
     args = [TARGET, "--directory", str(tmp_path), *TWIN, *long_config(0),
             "--set-resources", "base_train:cpus_per_task=15"]
-    first = subprocess.run(["sbatch", "--parsable", f"--output={tmp_path}/controller-%j.out",
+    # On the twin's CPU partition (`devel`), as a cluster's controller belongs: its successor stays there.
+    first = subprocess.run(["sbatch", "--parsable", "--partition=devel", f"--output={tmp_path}/controller-%j.out",
                             "profiles/ptolemy/controller.sbatch", *args], cwd=REPO, capture_output=True,
                            text=True, check=True, env=with_venv_path()).stdout.strip()
     steps = tmp_path / ".nanochat/base_checkpoints/steps"
@@ -278,6 +279,7 @@ def test_the_controller_job_hands_over_to_its_successor_near_its_limit(tmp_path)
     first_log, second_log = (p.read_text() for p in sorted(tmp_path.glob("controller-*.out")))
     assert "reaches its time limit" in first_log and "submitted the next controller" in first_log
     assert "Snakemake exited with status 0" in second_log
+    assert "on partition devel" in first_log and "on partition devel" in second_log
     [log] = steps.glob("*/train.log")
     stopped = re.search(r"stopped at step (\d+) on SIGTERM", log.read_text()).group(1)
     assert f"step_{int(stopped):06d}" in re.search(r"resuming from (\S+)", log.read_text()).group(1)
