@@ -62,11 +62,12 @@ class ChatLoader:
 
     pack=True (midtraining): conversations concatenated into one token stream cut into rows of T+1,
     every token trained. pack=False (SFT): one conversation per row, padded, targets -1 wherever the
-    mask is 0 (and on padding). The state is the number of micro-batches this rank has taken.
+    mask is 0 (and on padding). The state is the number of optimizer steps done: the same on every rank
+    and for any number of processes, so a run resumes on another number.
     """
 
     def __init__(self, tokenizer: Tokenizer, conversations: list, B: int, T: int, rows_per_step: int, pack: bool,
-                 rank: int = 0, world_size: int = 1, state: int = 0):
+                 rank: int = 0, world_size: int = 1, state: dict[str, int] | None = None):
         K, rem = divmod(rows_per_step, B)
         if rem or K % world_size:
             raise ValueError(f"rows_per_step {rows_per_step} must be a multiple of B*world = {B}*{world_size}")
@@ -76,7 +77,7 @@ class ChatLoader:
         self.rows = [(np.array(ids), np.array(mask)) for ids, mask in rendered]
         self.stream = np.concatenate([ids for ids, _ in self.rows]) if pack else None
         self.pad = tokenizer.special_id("<|assistant_end|>")
-        self.taken = state
+        self.taken = (state or {"steps": 0})["steps"] * self.accum  # micro-batches this rank has taken
 
     def next_batch(self, device="cpu"):
         """(inputs, targets), each a (B, T) tensor on `device`."""
@@ -100,9 +101,9 @@ class ChatLoader:
         non_blocking = torch.device(device).type == "cuda"
         return x.to(device, non_blocking=non_blocking), y.to(device, non_blocking=non_blocking)
 
-    def state_dict(self) -> int:
+    def state_dict(self) -> dict[str, int]:
         assert self.taken % self.accum == 0, "save the loader state between optimizer steps"
-        return self.taken
+        return {"steps": self.taken // self.accum}
 
     def epoch_steps(self) -> int:
         """Optimizer steps for one pass over the data."""

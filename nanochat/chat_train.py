@@ -22,7 +22,7 @@ from nanochat.common import run_hash, run_record, start_compute_stage, write_jso
 from nanochat.compute import Compute, init_compute, shutdown
 from nanochat.loss_eval import evaluate_loss
 from nanochat.tokenizer import Tokenizer
-from nanochat.training import RuntimeSettings, StopRequest, train_loop
+from nanochat.training import RuntimeSettings, StopRequest, add_attempt_flag, train_loop
 
 log = logging.getLogger("nanochat.chat_train")
 LR_KEYS = ("embedding_lr", "unembedding_lr", "matrix_lr", "weight_decay")
@@ -46,7 +46,7 @@ class ChatStage:
     optimizers: list
     checkpoints: StepCheckpoints
     history: list
-    loader_state: Any
+    loader_state: dict | None
     meta: dict
     stop: StopRequest
     started: float
@@ -85,6 +85,7 @@ def setup(settings_cls: type, name: str, doc: str, argv: list[str] | None, **ext
         tokenizer="tokenizer.json", out_dir="where the final model.pt/meta.json go",
         ckpt_dir="where resumable step checkpoints go", **extra_paths)
     parser.add_argument("--hub_dir", type=Path, help="downloaded hub datasets (for the hub mixture)")
+    add_attempt_flag(parser)
     args = parser.parse_args(argv)
     cfg = settings.from_args(settings_cls, args)
     rt: RuntimeSettings = settings.from_args(RuntimeSettings, args)
@@ -103,6 +104,7 @@ def setup(settings_cls: type, name: str, doc: str, argv: list[str] | None, **ext
     checkpoints = StepCheckpoints(args.ckpt_dir / run_hash(cfg, args.parent_dir / "model.pt"), compute)
     resumed = checkpoints.load_latest(model, optimizers)
     state, loader_state = resumed if resumed else ({"history": []}, None)
+    checkpoints.start_attempt(len(state["history"]), args.attempt)
     meta = {"settings": dataclasses.asdict(cfg), "model_config": model.export_config(), "stage": name,
             "tokenizer": str(args.tokenizer), "base_lrs": lrs, "parent": str(args.parent_dir),
             **{k: v for k, v in state.items() if k.startswith("initial_")}}
@@ -119,7 +121,7 @@ def train_on_conversations(settings_cls: type, name: str, pack: bool, doc: str, 
     log.info("%s mixture: %s; %d train / %d validation conversations", name, composition, len(train), len(val))
     B, T = cfg.device_batch_size, cfg.max_seq_len
     loader = ChatLoader(stage.tokenizer, train, B, T, cfg.rows_per_step, pack, compute.rank, compute.world_size,
-                        stage.loader_state or 0)
+                        stage.loader_state)
     steps = cfg.num_iterations if cfg.num_iterations > 0 else loader.epoch_steps()
     val_loader = ChatLoader(stage.tokenizer, val, B, T, B * compute.world_size, pack, compute.rank,
                             compute.world_size)

@@ -3,6 +3,7 @@
 import contextlib
 import dataclasses
 import os
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -50,6 +51,14 @@ class Compute:
         if self.distributed:
             dist.all_reduce(t, op=op)
         return t
+
+    def gather(self, obj: Any) -> list[Any]:
+        """`obj` of every rank, in rank order, on every rank (pickled: for small state, not weights)."""
+        if not self.distributed:
+            return [obj]
+        objs = [None] * self.world_size
+        dist.all_gather_object(objs, obj)
+        return objs
 
     def barrier(self) -> None:
         if self.distributed:

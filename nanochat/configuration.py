@@ -48,6 +48,7 @@ class WorkflowSettings:
     base_dir: str = ".nanochat"  # directory holding every artefact (layout: docs/reference/artifacts.md); $VARS are expanded
     email: str = ""  # address for SLURM's END/FAIL mail; empty: use $EMAIL, and send no mail if that is unset too
     chat_rl: bool = False  # run RL on GSM8K after SFT (needs GSM8K from the hub); when false the report says "RL: disabled"
+    training_retries: int = dataclasses.field(default=20, metadata={"minimum": 0})  # times a failed training job is submitted again, each resuming from its newest step checkpoint (20: 10 days of 12-hour jobs); a retry after an attempt without progress stops at once
 
 
 # Config section -> settings dataclass, in pipeline order; each stage's section has its rule's name.

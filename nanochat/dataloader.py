@@ -8,7 +8,8 @@ A = K sees exactly the micro-batches that W processes see together.
 
 A stream's position is (row groups finished, tokens consumed from the next one): small, exact
 state that a checkpoint stores, so a resumed run continues with exactly the tokens it would
-have seen.
+have seen. A rank's state is its streams' positions by stream number; a checkpoint keeps those of
+all ranks, so a run stopped on W processes resumes on any other number, each rank taking its own.
 """
 
 from collections import deque
@@ -65,7 +66,7 @@ class DataLoader:
     """Micro-batches (inputs, targets) of shape (B, T) for one rank, in gradient-accumulation order."""
 
     def __init__(self, shards: list[str | Path], tokenizer: Tokenizer, B: int, T: int, total_batch: int,
-                 rank: int = 0, world_size: int = 1, state: list | None = None):
+                 rank: int = 0, world_size: int = 1, state: dict[int, tuple[int, int]] | None = None):
         K, rem = divmod(total_batch, B * T)
         if rem or K % world_size:
             raise ValueError(f"total batch {total_batch} tokens must be a multiple of "
@@ -77,8 +78,8 @@ class DataLoader:
             raise ValueError(f"{K} streams (total batch / (B*T)) need at least {K} row groups, the shards have "
                              f"{len(groups)}: some tokens would repeat within a step. Use more or smaller shards.")
         first = rank * self.accum
-        states = state or [(0, 0)] * self.accum
-        self.streams = [TokenStream(groups, tokenizer, first + a, K, tuple(states[a])) for a in range(self.accum)]
+        self.streams = [TokenStream(groups, tokenizer, k, K, tuple(state[k]) if state else (0, 0))
+                        for k in range(first, first + self.accum)]
         self.micro = 0  # which stream the next micro-batch comes from
 
     def next_batch(self, device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
@@ -88,7 +89,7 @@ class DataLoader:
         non_blocking = torch.device(device).type == "cuda"
         return x.to(device, non_blocking=non_blocking), y.to(device, non_blocking=non_blocking)
 
-    def state_dict(self) -> list[tuple[int, int]]:
-        """Positions of this rank's streams; only valid between optimizer steps."""
+    def state_dict(self) -> dict[int, tuple[int, int]]:
+        """Positions of this rank's streams, by stream number; only valid between optimizer steps."""
         assert self.micro == 0, "save the loader state between optimizer steps"
-        return [s.state() for s in self.streams]
+        return {s.k: s.state() for s in self.streams}

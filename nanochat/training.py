@@ -1,5 +1,7 @@
-"""What every training stage shares: runtime settings, LR schedule, stop signals, progress lines, wandb."""
+"""What every training stage shares: runtime settings, the --attempt flag, LR schedule, stop signals, progress lines,
+wandb."""
 
+import argparse
 import contextlib
 import dataclasses
 import datetime
@@ -9,11 +11,14 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Callable
+from pathlib import Path
 
 import torch
 from torch.nn.parallel import DistributedDataParallel as DDP
 
+from nanochat.common import write_atomic
 from nanochat.compute import Compute, shutdown
 
 log = logging.getLogger("nanochat.train")
@@ -33,6 +38,13 @@ class RuntimeSettings:
     stop_before_limit: int = 300  # seconds before a SLURM job's time limit to checkpoint and exit 75 for a resubmission (0: only at SIGTERM)
     wandb_project: str = "nanochat"  # Weights & Biases project
     wandb_run: str = ""  # Weights & Biases run name; empty: no wandb at all (nothing is skipped)
+
+
+def add_attempt_flag(parser: argparse.ArgumentParser) -> None:
+    """--attempt, which the training rules set to Snakemake's attempt number of the job."""
+    parser.add_argument("--attempt", type=int, default=1,
+                        help="Snakemake's attempt number of this job: 1 (a command typed) always trains; a retry "
+                             "stops at once if the previous attempt made no progress (default: 1)")
 
 
 def lr_multiplier(step: int, num_steps: int, warmdown_ratio: float) -> float:
@@ -126,13 +138,23 @@ class Progress:
                 "mfu": None if mfu is None else round(mfu, 4), "time": round(time.time(), 3)}
 
 
-def init_wandb(runtime: RuntimeSettings, config: dict, is_master: bool):
-    """A wandb run when `wandb_run` is set (offline unless WANDB_MODE says otherwise), else None."""
+def init_wandb(runtime: RuntimeSettings, config: dict, is_master: bool, run_folder: Path):
+    """A wandb run when `wandb_run` is set (offline unless WANDB_MODE says otherwise), else None.
+
+    Every attempt of a training run logs into one wandb run: its id is kept in `run_folder` (beside the
+    step checkpoints, under base_dir), and wandb's files go there too, not into the working directory.
+    Offline, wandb writes a directory per attempt, all with that id; `wandb sync` joins them into one run.
+    A resumed attempt logs the restored history first (train_loop): a SIGKILLed attempt's last records
+    may never have left its wandb process."""
     if not runtime.wandb_run or not is_master:
         return None
     import wandb
 
-    return wandb.init(project=runtime.wandb_project, name=runtime.wandb_run, config=config)
+    id_file = run_folder / "wandb_id"
+    if not id_file.is_file():
+        write_atomic(id_file, lambda tmp: tmp.write_text(uuid.uuid4().hex[:12] + "\n"))
+    return wandb.init(project=runtime.wandb_project, name=runtime.wandb_run, config=config,
+                      id=id_file.read_text().strip(), resume="allow", dir=run_folder)
 
 
 def train_loop(model, optimizers: list, loader, *, steps: int, warmdown_ratio: float, grad_clip: float, compute,
@@ -144,7 +166,8 @@ def train_loop(model, optimizers: list, loader, *, steps: int, warmdown_ratio: f
     Each step: gradient accumulation over the loader's micro-batches (DDP all-reduces on the last
     only), clipping, the LR multiplier and Muon momentum for this step, the optimizer steps. Appends a
     history entry per step (with `metric` from `evaluate` every eval_every steps), writes step
-    checkpoints every checkpoint_every steps, and on a stop request checkpoints and exits 75.
+    checkpoints every checkpoint_every steps, and on a stop request checkpoints and exits 75. How the
+    attempt ends (completed, stopped, failed) goes to the run's attempts log (nanochat.checkpoint).
     The loss of a micro-batch is `loss_fn(model, batch)`, by default the model's own mean loss.
     """
     train_model = model
@@ -155,48 +178,56 @@ def train_loop(model, optimizers: list, loader, *, steps: int, warmdown_ratio: f
     peak = compute.peak_flops()
     progress = Progress(steps, tokens_per_step, model.flops_per_token(), peak and peak * compute.world_size,
                         runtime.log_every)
-    wandb_run = init_wandb(runtime, meta["settings"], compute.is_master)
+    wandb_run = init_wandb(runtime, meta["settings"], compute.is_master, checkpoints.root)
+    for entry in history if wandb_run else []:  # what a killed attempt never flushed; wandb ignores steps it has
+        wandb_run.log(entry, step=entry["step"])
     loss_fn = loss_fn or (lambda m, batch: m(*batch))
     step, accum = len(history), loader.accum
-    while step < steps:
-        t0 = time.time()
-        lr_mult = lr_multiplier(step, steps, warmdown_ratio)
-        loss_sum = torch.zeros((), device=compute.device)
-        for micro in range(accum):
-            batch = loader.next_batch(compute.device)
-            # DDP averages gradients across ranks only on the last micro-step.
-            last = micro == accum - 1 or not compute.distributed
-            with contextlib.nullcontext() if last else train_model.no_sync(), compute.autocast():
-                loss = loss_fn(train_model, batch)
-                (loss / accum).backward()
-            loss_sum += loss.detach()
-        if grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
-        for opt in optimizers:
-            for group in opt.param_groups:
-                group["lr"] = group["initial_lr"] * lr_mult
-        optimizers[1].param_groups[0]["momentum"] = muon_momentum(step)
-        for opt in optimizers:
-            opt.step()
-        model.zero_grad(set_to_none=True)
-        loss_value = compute.all_reduce(loss_sum).item() / (accum * compute.world_size)
-        if compute.device.type == "cuda":
-            torch.cuda.synchronize()
-        step += 1
-        entry = progress.update(step, loss_value, lr_mult, time.time() - t0)
-        if runtime.eval_every and step % runtime.eval_every == 0 and step < steps:
-            entry[metric] = round(evaluate(), 5)
-            log.info("step %d | %s %.4f", step, metric, entry[metric])
-        history.append(entry)
-        if wandb_run:
-            wandb_run.log(entry, step=step)
-        stopping = step < steps and stop.due(time.time() - t0, compute)
-        if stopping or (runtime.checkpoint_every and step % runtime.checkpoint_every == 0 and step < steps):
-            checkpoints.save(step, model, optimizers, loader.state_dict(), {**meta, "history": history})
-        if stopping:
-            log.warning("stopped at step %d on %s; rerun to resume", step, stop.reason)
-            shutdown(compute)
-            sys.exit(RESUMABLE_EXIT)
-    history[-1][metric] = round(evaluate(), 5)
+    try:
+        while step < steps:
+            t0 = time.time()
+            lr_mult = lr_multiplier(step, steps, warmdown_ratio)
+            loss_sum = torch.zeros((), device=compute.device)
+            for micro in range(accum):
+                batch = loader.next_batch(compute.device)
+                # DDP averages gradients across ranks only on the last micro-step.
+                last = micro == accum - 1 or not compute.distributed
+                with contextlib.nullcontext() if last else train_model.no_sync(), compute.autocast():
+                    loss = loss_fn(train_model, batch)
+                    (loss / accum).backward()
+                loss_sum += loss.detach()
+            if grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+            for opt in optimizers:
+                for group in opt.param_groups:
+                    group["lr"] = group["initial_lr"] * lr_mult
+            optimizers[1].param_groups[0]["momentum"] = muon_momentum(step)
+            for opt in optimizers:
+                opt.step()
+            model.zero_grad(set_to_none=True)
+            loss_value = compute.all_reduce(loss_sum).item() / (accum * compute.world_size)
+            if compute.device.type == "cuda":
+                torch.cuda.synchronize()
+            step += 1
+            entry = progress.update(step, loss_value, lr_mult, time.time() - t0)
+            if runtime.eval_every and step % runtime.eval_every == 0 and step < steps:
+                entry[metric] = round(evaluate(), 5)
+                log.info("step %d | %s %.4f", step, metric, entry[metric])
+            history.append(entry)
+            if wandb_run:
+                wandb_run.log(entry, step=step)
+            stopping = step < steps and stop.due(time.time() - t0, compute)
+            if stopping or (runtime.checkpoint_every and step % runtime.checkpoint_every == 0 and step < steps):
+                checkpoints.save(step, model, optimizers, loader.state_dict(), {**meta, "history": history})
+            if stopping:
+                log.warning("stopped at step %d on %s; rerun to resume", step, stop.reason)
+                checkpoints.end_attempt(step, f"stopped on {stop.reason}")
+                shutdown(compute)
+                sys.exit(RESUMABLE_EXIT)
+        history[-1][metric] = round(evaluate(), 5)
+    except Exception as err:  # recorded for the next attempt, which stops if this one made no progress
+        checkpoints.end_attempt(len(history), f"failed with {type(err).__name__}: {err}")
+        raise
+    checkpoints.end_attempt(steps, "completed")
     if wandb_run:
         wandb_run.finish()

@@ -3,6 +3,7 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
+from nanochat.chat_data import ChatLoader
 from nanochat.dataloader import DataLoader
 from nanochat.tokenizer import Tokenizer
 
@@ -43,6 +44,45 @@ def test_a_step_sees_the_same_data_with_one_or_two_processes(corpus):
         together = take(ranks[0], 2) + take(ranks[1], 2)
         for (x1, y1), (x2, y2) in zip(take(single, 4), together):
             assert torch.equal(x1, x2) and torch.equal(y1, y2)
+
+
+def merged(states: list[dict]) -> dict:
+    """The loader state a step checkpoint keeps: the union of every rank's (nanochat.checkpoint)."""
+    return {key: value for state in states for key, value in state.items()}
+
+
+def continues_as_one(ranks: list, single, steps: int) -> None:
+    """`single` (1 process, 2 micro-batches per step per former rank) gives, step after step, the batches
+    the two processes `ranks` (2 micro-batches each) would have taken."""
+    for _ in range(steps):
+        together = take(ranks[0], 2) + take(ranks[1], 2)
+        for (x1, y1), (x2, y2) in zip(take(single, 4), together):
+            assert torch.equal(x1, x2) and torch.equal(y1, y2)
+
+
+def test_the_state_of_two_processes_resumes_one_with_the_same_tokens(corpus):
+    shards, tok = corpus
+    ranks = [DataLoader(shards, tok, B=2, T=8, total_batch=64, rank=r, world_size=2) for r in range(2)]
+    for rank in ranks:
+        take(rank, 6)  # 3 steps of 2 micro-batches
+    state = merged([rank.state_dict() for rank in ranks])
+    assert sorted(state) == [0, 1, 2, 3]  # every stream's position
+    continues_as_one(ranks, DataLoader(shards, tok, B=2, T=8, total_batch=64, state=state), steps=12)
+
+
+def test_the_chat_loaders_state_means_the_same_for_any_number_of_processes(corpus):
+    _, tok = corpus
+    conversations = [[{"role": "user", "content": f"question {i}"}, {"role": "assistant", "content": f"answer {i}"}]
+                     for i in range(40)]
+    for pack in (True, False):
+        ranks = [ChatLoader(tok, conversations, B=2, T=16, rows_per_step=8, pack=pack, rank=r, world_size=2)
+                 for r in range(2)]
+        for rank in ranks:
+            take(rank, 6)  # 3 steps of 2 micro-batches
+        state = merged([rank.state_dict() for rank in ranks])
+        assert state == {"steps": 3}
+        continues_as_one(ranks, ChatLoader(tok, conversations, B=2, T=16, rows_per_step=8, pack=pack, state=state),
+                         steps=5)
 
 
 def test_targets_are_inputs_shifted_and_documents_start_with_bos(corpus):

@@ -5,8 +5,10 @@
     torchrun --standalone --nproc_per_node=8 -m nanochat.scripts.base_train ...   # one process per GPU
 
 Step checkpoints go to --ckpt_dir/<run hash>/ (the hash covers the settings and the tokenizer, so
-a changed run never resumes from another's state). On start the newest complete one is restored.
-SIGTERM, SIGINT (Ctrl-C) and SIGUSR1 write a checkpoint and exit with status 75; rerunning continues from there.
+a changed run never resumes from another's state). On start the newest complete one is restored, whatever
+number of processes wrote it. SIGTERM, SIGINT (Ctrl-C) and SIGUSR1 write a checkpoint and exit with status
+75; rerunning continues from there. A Snakemake retry (--attempt above 1) whose previous attempt made no
+progress stops at once, saying how that attempt ended (nanochat.checkpoint).
 """
 
 import dataclasses
@@ -24,7 +26,7 @@ from nanochat.dataloader import DataLoader
 from nanochat.gpt import GPT, GPTConfig
 from nanochat.loss_eval import eval_batches, evaluate_bpb
 from nanochat.tokenizer import Tokenizer
-from nanochat.training import RuntimeSettings, StopRequest, train_loop
+from nanochat.training import RuntimeSettings, StopRequest, add_attempt_flag, train_loop
 
 log = logging.getLogger("nanochat.scripts.base_train")
 
@@ -65,6 +67,7 @@ def main(argv: list[str] | None = None) -> None:
                                    out_dir="where the final model.pt/meta.json go",
                                    ckpt_dir="where resumable step checkpoints go")
     parser.add_argument("shards", nargs="+", help="training shards")
+    add_attempt_flag(parser)
     args = parser.parse_args(argv)
     cfg: BaseTrainSettings = settings.from_args(BaseTrainSettings, args)
     rt: RuntimeSettings = settings.from_args(RuntimeSettings, args)
@@ -93,6 +96,7 @@ def main(argv: list[str] | None = None) -> None:
     resumed = checkpoints.load_latest(model, optimizers)
     meta, loader_state = resumed if resumed else ({"history": []}, None)
     history = meta["history"]
+    checkpoints.start_attempt(len(history), args.attempt)
     loader = DataLoader(args.shards, tokenizer, B, T, cfg.total_batch_size, compute.rank, compute.world_size,
                         state=loader_state)
     val_batches = eval_batches(args.val, tokenizer, B, T, rt.eval_tokens, compute.rank, compute.world_size)

@@ -35,15 +35,17 @@ class ChatRlSettings:
 
 class RolloutLoader:
     """One micro-batch per question: its samples as rows (prompt + answer), targets only on the answer,
-    and each row's advantage. Question g of the run goes to rank (g % questions_per_step) // accum."""
+    and each row's advantage. Question g of the run goes to rank (g % questions_per_step) // accum. The state
+    is the number of optimizer steps done, which means the same for any number of processes."""
 
     def __init__(self, model, tokenizer, questions: list[dict], cfg: ChatRlSettings, rank: int, world_size: int,
-                 state: int = 0):
+                 state: dict[str, int] | None = None):
         if cfg.questions_per_step % world_size:
             raise ValueError(f"questions_per_step {cfg.questions_per_step} must be a multiple of {world_size}")
         self.model, self.tokenizer, self.questions, self.cfg = model, tokenizer, questions, cfg
         self.engine = Engine(model, tokenizer)
-        self.accum, self.rank, self.taken = cfg.questions_per_step // world_size, rank, state
+        self.accum, self.rank = cfg.questions_per_step // world_size, rank
+        self.taken = (state or {"steps": 0})["steps"] * self.accum  # questions this rank has taken
         self.rewards: list[float] = []  # since the last `mean_reward()`
 
     def next_batch(self, device):
@@ -76,8 +78,8 @@ class RolloutLoader:
         rewards, self.rewards = self.rewards, []
         return sum(rewards) / max(len(rewards), 1)
 
-    def state_dict(self) -> int:
-        return self.taken
+    def state_dict(self) -> dict[str, int]:
+        return {"steps": self.taken // self.accum}
 
 
 def policy_gradient_loss(model, batch):
@@ -92,7 +94,7 @@ def main(argv: list[str] | None = None) -> None:
     cfg = stage.cfg
     questions = gsm8k.read(stage.args.gsm8k)
     loader = RolloutLoader(stage.model, stage.tokenizer, questions, cfg, stage.compute.rank,
-                           stage.compute.world_size, stage.loader_state or 0)
+                           stage.compute.world_size, stage.loader_state)
     steps = cfg.num_iterations if cfg.num_iterations > 0 else max(1, len(questions) // cfg.questions_per_step)
     tokens = cfg.questions_per_step * cfg.samples_per_question * cfg.max_new_tokens
     stage.train(loader, steps, loader.mean_reward, "mean_reward", tokens, loss_fn=policy_gradient_loss)

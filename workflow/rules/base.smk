@@ -18,6 +18,8 @@ rule base_train:
         out_dir=lambda w, output: os.path.dirname(output.model),
     threads: 16
     retries: TRAINING_RETRIES
+    resources:
+        attempt=attempt_number,
     log:
         log_path("base_train"),
     benchmark:
@@ -28,8 +30,8 @@ rule base_train:
         # {RUNTIME} (config `runtime`: device, checkpoint/eval/log frequency, wandb) is deliberately not a
         # param, here and in every training rule: how a model trains must never retrain it.
         "python -m nanochat.launch nanochat.scripts.base_train {params.settings} {RUNTIME}"
-        " --tokenizer={input.tokenizer} --val={input.val} --out_dir={params.out_dir}"
-        " --ckpt_dir={params.out_dir}/steps {input.shards} 2>> {log}"
+        " --attempt={resources.attempt} --tokenizer={input.tokenizer} --val={input.val}"
+        " --out_dir={params.out_dir} --ckpt_dir={params.out_dir}/steps {input.shards} 2>> {log}"
 
 
 rule base_loss:

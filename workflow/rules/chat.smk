@@ -19,6 +19,8 @@ rule mid_train:
         hub_dir=lambda w: str(HUB_DIR),  # a folder of downloads, none of them when offline
     threads: 16
     retries: TRAINING_RETRIES
+    resources:
+        attempt=attempt_number,
     log:
         log_path("mid_train"),
     benchmark:
@@ -27,7 +29,7 @@ rule mid_train:
         "../envs/train.yaml"
     shell:
         # {RUNTIME} is not a param on purpose: how a model trains must never retrain it (base.smk).
-        "python -m nanochat.launch nanochat.scripts.mid_train {params.settings} {RUNTIME}"
+        "python -m nanochat.launch nanochat.scripts.mid_train {params.settings} {RUNTIME} --attempt={resources.attempt}"
         " --parent_dir={params.parent_dir} --tokenizer={input.tokenizer} --hub_dir={params.hub_dir}"
         " --out_dir={params.out_dir} --ckpt_dir={params.out_dir}/steps 2>> {log}"
 
@@ -48,6 +50,8 @@ rule chat_sft:
         hub_dir=lambda w: str(HUB_DIR),  # a folder of downloads, none of them when offline
     threads: 16
     retries: TRAINING_RETRIES
+    resources:
+        attempt=attempt_number,
     log:
         log_path("chat_sft"),
     benchmark:
@@ -56,7 +60,7 @@ rule chat_sft:
         "../envs/train.yaml"
     shell:
         # {RUNTIME} is not a param on purpose: how a model trains must never retrain it (base.smk).
-        "python -m nanochat.launch nanochat.scripts.chat_sft {params.settings} {RUNTIME}"
+        "python -m nanochat.launch nanochat.scripts.chat_sft {params.settings} {RUNTIME} --attempt={resources.attempt}"
         " --parent_dir={params.parent_dir} --tokenizer={input.tokenizer} --hub_dir={params.hub_dir}"
         " --out_dir={params.out_dir} --ckpt_dir={params.out_dir}/steps 2>> {log}"
 
@@ -76,6 +80,8 @@ rule chat_rl:
         out_dir=lambda w, output: os.path.dirname(output.model),
     threads: 16
     retries: TRAINING_RETRIES
+    resources:
+        attempt=attempt_number,
     log:
         log_path("chat_rl"),
     benchmark:
@@ -84,6 +90,6 @@ rule chat_rl:
         "../envs/train.yaml"
     shell:
         # {RUNTIME} is not a param on purpose: how a model trains must never retrain it (base.smk).
-        "python -m nanochat.launch nanochat.scripts.chat_rl {params.settings} {RUNTIME}"
+        "python -m nanochat.launch nanochat.scripts.chat_rl {params.settings} {RUNTIME} --attempt={resources.attempt}"
         " --parent_dir={params.parent_dir} --tokenizer={input.tokenizer} --gsm8k={input.gsm8k}"
         " --out_dir={params.out_dir} --ckpt_dir={params.out_dir}/steps 2>> {log}"

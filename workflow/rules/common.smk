@@ -69,11 +69,22 @@ def cli(section: str) -> str:
     return " ".join(f"--{key}={shlex.quote(str(value))}" for key, value in config[section].items())
 
 
-# A failed training job (time limit, preemption, crash) is started again up to 3 times, and resumes
-# from its newest step checkpoint. Only the main Snakemake process retries: inside a SLURM job a second
-# Snakemake runs the rule, and a rule's `retries` would apply there too, restarting a job that
-# stopped for its time limit inside the same, ending allocation.
-TRAINING_RETRIES = 3 if workflow.is_main_process else 0
+# A failed training job (time limit, preemption, crash) is started again and resumes from its newest
+# step checkpoint, as often as a long run needs (`workflow.training_retries`, default 20: 21 jobs, 10 days
+# of 12-hour jobs). A retry that would only repeat a failure ends at once: the trainer stops, naming the
+# cause, when the previous attempt made no progress (nanochat.checkpoint), so each retry left ends as soon
+# as it starts; they cannot be cancelled from here, since Snakemake's `retries` is a plain number. Only the
+# main Snakemake process retries: inside a SLURM job a second Snakemake runs the rule, and a rule's
+# `retries` would apply there too, restarting a job that stopped for its time limit inside the same,
+# ending allocation.
+TRAINING_RETRIES = config["workflow"]["training_retries"] if workflow.is_main_process else 0
+
+
+def attempt_number(wildcards, attempt: int) -> int:
+    """Snakemake's attempt number of a job (1, then 2 for its first retry, ...), as a resource so that a
+    training rule's shell can pass it on: resources are evaluated anew for each attempt, in the job too
+    (a param would not be, and a changed param would retrain the model)."""
+    return attempt
 
 
 # SLURM mail: the ptolemy profile passes $NANOCHAT_SLURM_MAIL to sbatch. The address comes from
