@@ -35,7 +35,7 @@ from typing import Any
 
 import torch
 
-from nanochat import layout
+from nanochat import layout, run_lock
 from nanochat.common import also_log_to, write_atomic, write_json_atomic
 from nanochat.compute import Compute
 from nanochat.gpt import GPT, GPTConfig
@@ -97,9 +97,11 @@ def now() -> str:
 
 class StepCheckpoints:
     def __init__(self, root: Path, compute: Compute):
-        """Step checkpoints of one run under `root`, whose train.log gathers the log of every attempt."""
+        """Step checkpoints of one run under `root`, whose train.log gathers the log of every attempt. Rank 0
+        holds the run's lock (nanochat.run_lock) from here to its exit, or stops naming the trainer that does."""
         self.root, self.compute = Path(root), compute
         if compute.is_master:
+            run_lock.acquire(self.root)
             also_log_to(self.root / "train.log")
 
     def complete(self) -> list[Path]:

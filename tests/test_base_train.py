@@ -7,6 +7,7 @@ import json
 import math
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -66,6 +67,38 @@ def test_sigkilled_training_resumes_bit_identically(straight_run, tmp_path):
     losses = [h["loss"] for h in record(tmp_path, "base_train.json")["history"]]
     assert losses == [h["loss"] for h in record(straight_run, "base_train.json")["history"]]
     assert len(losses) == 40
+
+
+def test_a_second_trainer_of_a_running_run_stops_at_once_naming_the_first(tiny_run, tmp_path):
+    """The Snakemake that started a training dies (kill -9); its trainer goes on. After --unlock, the same
+    command must not start a second trainer on the same step folder: it stops at once, naming the first."""
+    shutil.copytree(tiny_run / ".nanochat", tmp_path / ".nanochat")
+    endless = [*CONFIG, "base_train={num_iterations: 100000}", "workflow={training_retries: 0}"]
+    controller = snakemake(tmp_path, "base_train", *endless, wait=False)
+    steps = tmp_path / ".nanochat/base_checkpoints/steps"
+    deadline = time.time() + 300
+    while not list(steps.glob("*/step_000010/meta.json")):
+        assert controller.poll() is None and time.time() < deadline, "no step checkpoint appeared"
+        time.sleep(0.2)
+    first = training_pid(tmp_path)
+    os.kill(controller.pid, signal.SIGKILL)
+    controller.wait()
+    try:
+        snakemake(tmp_path, "--unlock", "base_train", *endless)
+        second = snakemake(tmp_path, "base_train", *endless, check=False)
+        assert second.returncode != 0
+        log = (tmp_path / ".nanochat/logs/base_train/base_train.log").read_text()
+        assert f"another trainer is training this run: pid {first} on" in log
+        assert training_pid(tmp_path) == first, "the first trainer was disturbed"
+        [run] = steps.iterdir()
+        assert (run / "trainer.lock").is_file() and list(run.glob("step_*/meta.json"))  # nothing deleted
+    finally:
+        os.kill(first, signal.SIGTERM)  # it checkpoints and exits 75, releasing the lock
+    deadline = time.time() + 120
+    while training_pid(tmp_path) == first:
+        assert time.time() < deadline, "the first trainer did not stop on SIGTERM"
+        time.sleep(0.2)
+    assert not (run / "trainer.lock").exists()
 
 
 def test_runtime_settings_never_retrain(straight_run):

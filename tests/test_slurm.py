@@ -6,6 +6,7 @@ status from squeue because the twin keeps no accounting database."""
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -133,6 +134,44 @@ def test_a_job_out_of_time_checkpoints_is_resubmitted_and_resumes_to_the_same_mo
     assert len(result["history"]) == 1000
     assert result["final_loss"] == pytest.approx(straight["final_loss"], rel=2e-2)
     assert result["val_bpb"] == pytest.approx(straight["val_bpb"], rel=2e-2)
+
+
+@pytest.mark.slow
+def test_after_a_lost_controller_a_rerun_starts_no_second_trainer(tmp_path):
+    """The Snakemake that submitted base_train dies (kill -9: an SSH session dropped without tmux); its SLURM job
+    goes on. After --unlock the same command submits base_train again: that job must stop at once, naming the
+    running one, and leave the run's checkpoints alone. base_train asks for 2 GPUs and 4 CPUs here, so that two
+    fit on the twin's one node, as they would on two nodes of a cluster."""
+    args = [TARGET, *TWIN, *long_config(0), "workflow={training_retries: 0}", "base_train={num_iterations: 5000}",
+            "--set-resources", "base_train:gres=gpu:a100:2", "base_train:cpus_per_task=4"]
+    controller = snakemake(tmp_path, *args, profile="ptolemy", wait=False)
+    steps = tmp_path / ".nanochat/base_checkpoints/steps"
+    deadline = time.time() + 600
+    while not list(steps.glob("*/step_000050/meta.json")):
+        assert controller.poll() is None and time.time() < deadline, "the training job made no checkpoint"
+        time.sleep(1)
+    os.kill(controller.pid, signal.SIGKILL)
+    controller.wait()
+    [first] = [job for rule, job in submissions((tmp_path / "snakemake.out").read_text()) if rule == "base_train"]
+    try:
+        snakemake(tmp_path, "--unlock", *args, profile="ptolemy")
+        rerun = snakemake(tmp_path, *args, profile="ptolemy", check=False, timeout=900)
+        assert rerun.returncode != 0
+        [second] = [job for rule, job in submissions(rerun.stdout + rerun.stderr) if rule == "base_train"]
+        assert second["JobState"] == "FAILED" and hours(second["RunTime"]) * 3600 < 120, second
+        log = (tmp_path / ".nanochat/logs/base_train/base_train.log").read_text()
+        assert f"another trainer is training this run: SLURM job {first['JobId']}" in log
+        state = subprocess.run(["squeue", "-h", "-j", first["JobId"], "-o", "%T"], capture_output=True, text=True)
+        assert state.stdout.strip() == "RUNNING", "the first job was disturbed"
+        [run] = steps.iterdir()
+        assert [a["slurm_job"] for a in read_attempts(run)] == [first["JobId"]]  # the second never trained
+    finally:
+        subprocess.run(["scancel", first["JobId"]])  # SIGTERM: it checkpoints, exits and releases the lock
+    deadline = time.time() + 300
+    while (run / "trainer.lock").exists():
+        assert time.time() < deadline, "the cancelled job did not release the run's lock"
+        time.sleep(1)
+    assert "stopped at step" in (run / "train.log").read_text()
 
 
 # The whole tiny pipeline on fineweb-edu-format shards served by a local hub (the devel node's
