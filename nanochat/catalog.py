@@ -12,6 +12,9 @@ A leaf module: the Snakefile imports it.
 """
 
 import dataclasses
+import os
+import socket
+import urllib.parse
 from typing import Literal
 
 
@@ -83,3 +86,22 @@ MIXTURES = {"mid_train": ["smoltalk", "mmlu_aux", "gsm8k_train"],  # + identity 
 def mixture_entries(stage: str) -> list[str]:
     """Every entry a chat stage's hub mixture reads: its datasets, the identity conversations, the words."""
     return [*MIXTURES[stage], "identity", "words_alpha"]
+
+
+def source_url(entry: HubFiles | UrlFile) -> str:
+    """Where a download comes from: the hub ($HF_ENDPOINT) or the URL ($NANOCHAT_DOWNLOAD_MIRROR)."""
+    if isinstance(entry, HubFiles):
+        return os.environ.get("HF_ENDPOINT", "https://huggingface.co")
+    mirror = os.environ.get("NANOCHAT_DOWNLOAD_MIRROR")
+    return f"{mirror.rstrip('/')}/{entry.url.rsplit('/', 1)[1]}" if mirror else entry.url
+
+
+def reachable(url: str, timeout: float = 5.0) -> bool:
+    """Whether this machine can open a connection to the URL's server (a GPU node without internet cannot)."""
+    parts = urllib.parse.urlsplit(url)
+    try:
+        with socket.create_connection((parts.hostname, parts.port or (443 if parts.scheme == "https" else 80)),
+                                      timeout=timeout):
+            return True
+    except OSError:
+        return False

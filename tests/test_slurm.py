@@ -136,6 +136,17 @@ def test_a_job_out_of_time_checkpoints_is_resubmitted_and_resumes_to_the_same_mo
     assert result["val_bpb"] == pytest.approx(straight["val_bpb"], rel=2e-2)
 
 
+def test_without_internet_all_submits_nothing_and_says_to_download_first(tmp_path):
+    """On a login or GPU node without internet, `all` with its downloads missing starts no job at all."""
+    result = snakemake(tmp_path, "all", *TWIN, *ALL, profile="ptolemy", check=False, timeout=300,
+                       env={"HF_ENDPOINT": "http://127.0.0.1:9", "NANOCHAT_DOWNLOAD_MIRROR": "http://127.0.0.1:9"})
+    output = result.stdout + result.stderr
+    assert result.returncode != 0 and "submitted with SLURM jobid" not in output
+    assert "nothing was started: this machine cannot reach the server of" in output
+    assert "snakemake --profile profiles/ptolemy download" in output
+    assert not (tmp_path / ".nanochat").exists()
+
+
 @pytest.mark.slow
 def test_after_a_lost_controller_a_rerun_starts_no_second_trainer(tmp_path):
     """The Snakemake that submitted base_train dies (kill -9: an SSH session dropped without tmux); its SLURM job

@@ -72,6 +72,14 @@ def test_tokenizer_training_waits_only_for_its_own_shards(tmp_path):
     assert sorted(set(shards)) == ["00000", "00001"]
 
 
+def test_downloads_this_machine_cannot_reach_stop_the_run_before_any_job(tmp_path):
+    fineweb = ["--config", "base_data={source: fineweb-edu, num_shards: 4}", "tok_train={num_shards: 2}"]
+    result = snakemake(tmp_path, "tok_train", *fineweb, env={"HF_ENDPOINT": "http://127.0.0.1:9"}, check=False)
+    assert result.returncode != 0 and not (tmp_path / ".nanochat").exists()
+    assert "cannot reach the server of fineweb_edu (http://127.0.0.1:9)" in result.stderr
+    assert jobs_run(snakemake(tmp_path, "-n", "tok_train", *fineweb)) == {"download_shard": 2, "tok_train": 1}
+
+
 @pytest.mark.parametrize("override, key", [
     ("tok_train={vocab_size: abc}", "vocab_size"),
     ("tok_train={vocab_size: 100}", "vocab_size"),

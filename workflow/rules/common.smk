@@ -5,8 +5,10 @@ import shlex
 import sys
 from pathlib import Path
 
+from snakemake.exceptions import WorkflowError
+
 from nanochat import layout
-from nanochat.catalog import CHAT_EVAL_TEST_SETS, MIXTURES, mixture_entries
+from nanochat.catalog import CATALOG, CHAT_EVAL_TEST_SETS, MIXTURES, mixture_entries, reachable, source_url
 
 # Jobs run `python -m nanochat...`: find the Python that runs Snakemake (e.g. an unactivated .venv)
 # first. A conda env from --sdm conda is activated inside the job and still comes first.
@@ -54,6 +56,9 @@ DATA = sorted(
     )
 )
 DOWNLOADS = (SHARDS if "fineweb_edu" in DATA else []) + [download_path(n) for n in DATA if n != "fineweb_edu"]
+SPECIAL_DOWNLOAD_RULES = {"fineweb_edu": "download_shard", "eval_bundle": "download_eval_bundle",
+                          **{name: "download_file" for name in URL_FILES.values()}}
+DOWNLOAD_RULE = {name: SPECIAL_DOWNLOAD_RULES.get(name, "download_hub") for name in DATA}  # entry -> its rule
 
 
 def log_path(rule: str, name: str = "") -> str:
@@ -93,9 +98,23 @@ MAIL_USER = config["workflow"]["email"] or os.environ.get("EMAIL", "")
 os.environ.update(NANOCHAT_SLURM_MAIL=f"--mail-type=END,FAIL --mail-user={MAIL_USER}" if MAIL_USER else "")
 
 
+def unreachable_downloads() -> list[str]:
+    """The downloads this run is about to do whose server this machine cannot reach, e.g. on a GPU node or
+    login node without internet, where they would only fail after their retries, hidden by keep-going."""
+    rules = {job.rule.name for job in workflow.dag.needrun_jobs()}
+    names = [name for name in DATA if DOWNLOAD_RULE[name] in rules]
+    sources = {name: source_url(CATALOG[name]) for name in names}
+    return [f"{name} ({url})" for name, url in sources.items() if not reachable(url)]
+
+
 onstart:
     if not MAIL_USER and workflow.non_local_exec:
         logger.warning("No e-mail address (config `workflow.email` or $EMAIL): SLURM jobs will not send END/FAIL mail.")
+    if unreachable := unreachable_downloads():
+        raise WorkflowError(
+            "nothing was started: this machine cannot reach the server of " + ", ".join(unreachable) + ". Run the "
+            "`download` target first where there is internet (on Ptolemy a devel node: snakemake --profile "
+            "profiles/ptolemy download), then this command again.")
 
 
 # How training runs (config `runtime`): passed to the training rules' shell, never a `param`.
