@@ -136,6 +136,18 @@ def test_a_job_out_of_time_checkpoints_is_resubmitted_and_resumes_to_the_same_mo
     assert result["val_bpb"] == pytest.approx(straight["val_bpb"], rel=2e-2)
 
 
+def test_the_plan_on_the_ptolemy_profile_counts_hours_and_jobs_on_its_gpus(tmp_path):
+    """The d20 plan with the unchanged profile: base_train's 8 A100s and 12-hour limit, no job submitted."""
+    result = snakemake(tmp_path, "plan", "--config", f"workflow={{base_dir: {tmp_path}/scratch}}",
+                       "report={hourly_rate: 32}", profile="ptolemy", timeout=300)
+    text = result.stdout
+    print(text[text.index("# Plan"):])
+    assert "GPUs per training job: 8 x a100; MFU 61.5%" in text
+    assert "| base_train | 21,400 | 1.12e+10 | 3.92e+19 | 7.1 | 1 |" in text  # the course fork's 7 h 05 min
+    assert "Training with known steps: 7.1 h, 57 GPU-hours, $227 at $32.0/h." in text
+    assert "submitted with SLURM jobid" not in text + result.stderr
+
+
 def test_without_internet_all_submits_nothing_and_says_to_download_first(tmp_path):
     """On a login or GPU node without internet, `all` with its downloads missing starts no job at all."""
     result = snakemake(tmp_path, "all", *TWIN, *ALL, profile="ptolemy", check=False, timeout=300,

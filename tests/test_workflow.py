@@ -72,6 +72,16 @@ def test_tokenizer_training_waits_only_for_its_own_shards(tmp_path):
     assert sorted(set(shards)) == ["00000", "00001"]
 
 
+def test_the_plan_of_the_d20_preset_says_its_size_steps_and_missing_downloads(tmp_path):
+    result = snakemake(tmp_path, "plan", "--configfile", "config/presets/d20.yaml", "--config",
+                       f"workflow={{base_dir: {tmp_path}/run}}")
+    text = result.stdout
+    assert "# Plan: d20, 560,988,160 parameters" in text  # upstream's "561M"
+    assert "| base_train | 21,400 | 1.12e+10 |" in text  # the course fork's d20 ran 21,400 steps
+    assert "none declared by the profile (this machine); no hours" in text
+    assert "Downloads: 0 of 253 present" in text and (tmp_path / "run/logs/plan/plan.log").read_text() in text
+
+
 def test_downloads_this_machine_cannot_reach_stop_the_run_before_any_job(tmp_path):
     fineweb = ["--config", "base_data={source: fineweb-edu, num_shards: 4}", "tok_train={num_shards: 2}"]
     result = snakemake(tmp_path, "tok_train", *fineweb, env={"HF_ENDPOINT": "http://127.0.0.1:9"}, check=False)
