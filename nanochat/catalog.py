@@ -12,6 +12,7 @@ A leaf module: the Snakefile imports it.
 """
 
 import dataclasses
+import functools
 import os
 import socket
 import urllib.parse
@@ -96,12 +97,16 @@ def source_url(entry: HubFiles | UrlFile) -> str:
     return f"{mirror.rstrip('/')}/{entry.url.rsplit('/', 1)[1]}" if mirror else entry.url
 
 
-def reachable(url: str, timeout: float = 5.0) -> bool:
+def reachable(url: str) -> bool:
     """Whether this machine can open a connection to the URL's server (a GPU node without internet cannot)."""
     parts = urllib.parse.urlsplit(url)
+    return server_reachable(parts.hostname, parts.port or (443 if parts.scheme == "https" else 80))
+
+
+@functools.cache  # many downloads share a server: ask once, wait at most once
+def server_reachable(host: str, port: int, timeout: float = 5.0) -> bool:
     try:
-        with socket.create_connection((parts.hostname, parts.port or (443 if parts.scheme == "https" else 80)),
-                                      timeout=timeout):
+        with socket.create_connection((host, port), timeout=timeout):
             return True
     except OSError:
         return False
