@@ -22,10 +22,6 @@ ROW_GROUP_SIZE = 1024  # documents per parquet row group, as upstream (the data 
 OFFLINE_ROW_GROUP_SIZE = 32  # the offline corpus is small: smaller groups give the loader's streams enough of them
 
 
-def shard_name(index: int) -> str:
-    return f"shard_{index:05d}.parquet"
-
-
 def write_shard(texts: list[str], path: Path, row_group_size: int = ROW_GROUP_SIZE) -> None:
     """Write atomically: a killed job leaves a `.tmp` file, never a truncated shard under the final name."""
     write_atomic(path, lambda tmp: pq.write_table(pa.table({"text": texts}), tmp, row_group_size=row_group_size,

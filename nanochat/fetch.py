@@ -23,7 +23,7 @@ from pathlib import Path
 
 from huggingface_hub import HfApi, get_hf_file_metadata, hf_hub_download, hf_hub_url
 
-from nanochat.catalog import HubFiles, UrlFile
+from nanochat.catalog import HubFiles, UrlFile, source_url
 from nanochat.dataset import verify_parquet
 
 log = logging.getLogger("nanochat.fetch")
@@ -138,8 +138,7 @@ CONTENT_CHECKS = {"eval_bundle": check_bundle, "conversations": check_conversati
 
 def url_file(entry: UrlFile, out: Path) -> None:
     """A plain URL into `out` (a file, or for the eval bundle the unpacked folder), verified."""
-    mirror = os.environ.get("NANOCHAT_DOWNLOAD_MIRROR")
-    url = f"{mirror.rstrip('/')}/{entry.url.rsplit('/', 1)[1]}" if mirror else entry.url
+    url = source_url(entry)
     if entry.sha256 is None:
         log.warning("%s has no pinned sha256 (nanochat/catalog.py): only its content is checked", entry.url)
     content_check = CONTENT_CHECKS[entry.kind]

@@ -19,8 +19,19 @@ def shard_folder(source: str) -> str:
     return f"base_data/{source}"
 
 
+def shard_name(index: int) -> str:
+    return f"shard_{index:05d}.parquet"
+
+
 def download_path(name: str) -> str:
     """Where catalog entry `name` is downloaded to (fineweb_edu: the shard folder)."""
     special = {"fineweb_edu": shard_folder("fineweb-edu"), "eval_bundle": "eval_bundle",
                "identity": f"{HUB}/{IDENTITY_FILE}", "words_alpha": f"{HUB}/{WORDS_FILE}"}
     return special.get(name, f"{HUB}/{name}")
+
+
+def download_paths(data: list[str], num_shards: int) -> list[str]:
+    """Every file or folder the catalog entries `data` are downloaded to (fineweb_edu: its first num_shards)."""
+    return [path for name in data for path in
+            ([f"{shard_folder('fineweb-edu')}/{shard_name(i)}" for i in range(num_shards)] if name == "fineweb_edu"
+             else [download_path(name)])]

@@ -4,8 +4,9 @@ import sys
 import pyarrow.parquet as pq
 import pytest
 
-from nanochat.dataset import build_offline_shard, iter_texts, offline_documents, shard_name, verify_parquet, write_shard
+from nanochat.dataset import build_offline_shard, iter_texts, offline_documents, verify_parquet, write_shard
 from nanochat.fetch import check_hub_file, sha256sum
+from nanochat.layout import shard_name
 
 
 def test_offline_shards_partition_the_corpus(tmp_path):

@@ -9,7 +9,8 @@ import pytest
 from conftest import snakemake
 from hub_server import HubServer
 from nanochat.catalog import CATALOG
-from nanochat.dataset import build_offline_shard, shard_name
+from nanochat.dataset import build_offline_shard
+from nanochat.layout import shard_name
 
 REPO_ID = CATALOG["fineweb_edu"].repo
 NUM_SHARDS = 3

@@ -18,7 +18,8 @@ from conftest import REPO, jobs_run, snakemake
 from hub_server import HubServer
 from nanochat.catalog import CATALOG
 from nanochat.checkpoint import read_attempts
-from nanochat.dataset import build_offline_shard, shard_name
+from nanochat.dataset import build_offline_shard
+from nanochat.layout import shard_name
 
 TWIN = ["--configfile", "config/presets/tiny.yaml", "--slurm-status-command", "squeue",
         "--slurm-init-seconds-before-status-checks", "2"]

@@ -17,7 +17,6 @@ from pathlib import Path
 import torch
 
 from nanochat import layout
-from nanochat.dataset import shard_name
 from nanochat.gpt import GPT, GPTConfig
 from nanochat.scripts.base_train import BaseTrainSettings, num_steps
 from nanochat.training import RuntimeSettings
@@ -50,13 +49,6 @@ def checkpoint_bytes(model: GPT) -> float:
     """A step checkpoint: fp32 weights, AdamW's two moments of embedding and head, Muon's momentum of the rest."""
     adam = model.transformer.wte.weight.numel() + model.lm_head.weight.numel()
     return 4 * (model.num_params() + 2 * adam + (model.num_params() - adam))
-
-
-def download_paths(base_dir: Path, data: list[str], num_shards: int) -> list[Path]:
-    """Every file or folder the catalog entries `data` are downloaded to."""
-    return [path for name in data for path in
-            ([base_dir / layout.shard_folder("fineweb-edu") / shard_name(i) for i in range(num_shards)]
-             if name == "fineweb_edu" else [base_dir / layout.download_path(name)])]
 
 
 def plan(sections: dict, gpu: str | None, gpus: int, job_minutes: int, base_dir: Path, data: list[str]) -> str:
@@ -100,7 +92,7 @@ def plan(sections: dict, gpu: str | None, gpus: int, job_minutes: int, base_dir:
     lines += ["", f"Scratch: about {(shards + ckpts) / 1e9:.0f} GB ({shards / 1e9:.1f} GB of shards, "
               f"{ckpts / 1e9:.1f} GB of checkpoints); {free / 1e9:.0f} GB free at {existing}"
               + (": NOT ENOUGH" if free < shards + ckpts else "") + "."]
-    downloads = download_paths(base_dir, data, sections["base_data"]["num_shards"])
+    downloads = [base_dir / path for path in layout.download_paths(data, sections["base_data"]["num_shards"])]
     missing = [p for p in downloads if not p.exists()]
     lines.append(f"Downloads: {len(downloads) - len(missing)} of {len(downloads)} present" +
                  (f"; missing e.g. {missing[0]}: run the `download` target where there is internet" if missing else ""))

@@ -16,7 +16,7 @@ os.environ.update(PATH=os.path.dirname(sys.executable) + os.pathsep + os.environ
 
 BASE = Path(os.path.expandvars(config["workflow"]["base_dir"])).expanduser()
 SHARD_DIR = BASE / layout.shard_folder(config["base_data"]["source"])
-SHARDS = [str(SHARD_DIR / f"shard_{i:05d}.parquet") for i in range(config["base_data"]["num_shards"])]
+SHARDS = [str(SHARD_DIR / layout.shard_name(i)) for i in range(config["base_data"]["num_shards"])]
 TRAIN_SHARDS, VAL_SHARD = SHARDS[:-1], SHARDS[-1]
 TOKENIZER_DIR = BASE / layout.TOKENIZER
 CKPT = {model: BASE / folder for model, folder in layout.CHECKPOINTS.items()}
@@ -55,7 +55,7 @@ DATA = sorted(
         + ["gsm8k_train"] * RL_ENABLED
     )
 )
-DOWNLOADS = (SHARDS if "fineweb_edu" in DATA else []) + [download_path(n) for n in DATA if n != "fineweb_edu"]
+DOWNLOADS = [str(BASE / path) for path in layout.download_paths(DATA, config["base_data"]["num_shards"])]
 SPECIAL_DOWNLOAD_RULES = {"fineweb_edu": "download_shard", "eval_bundle": "download_eval_bundle",
                           **{name: "download_file" for name in URL_FILES.values()}}
 DOWNLOAD_RULE = {name: SPECIAL_DOWNLOAD_RULES.get(name, "download_hub") for name in DATA}  # entry -> its rule
