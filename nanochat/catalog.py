@@ -78,8 +78,17 @@ CATALOG: dict[str, HubFiles | UrlFile] = {
     "words_alpha": UrlFile(f"https://raw.githubusercontent.com/dwyl/english-words/{WORDS}/words_alpha.txt", None,
                            "word_list", "commit from the public code index; no public checksum found"),
 }
+# The tasks of the pinned eval bundle's core.yaml, in its order, with their number of items (public
+# per-task counts of the same bundle): one base_eval job each; base_eval stops if the bundle differs.
+CORE_TASKS = {"hellaswag_zeroshot": 10042, "jeopardy": 2117, "bigbench_qa_wikidata": 20321, "arc_easy": 2376,
+              "arc_challenge": 1172, "copa": 100, "commonsense_qa": 1221, "piqa": 1834, "openbook_qa": 500,
+              "lambada_openai": 5153, "hellaswag": 10042, "winograd": 273, "winogrande": 1267,
+              "bigbench_dyck_languages": 1000, "agi_eval_lsat_ar": 230, "bigbench_cs_algorithms": 1320,
+              "bigbench_operators": 210, "bigbench_repeat_copy_logic": 32, "squad": 10570, "coqa": 7983,
+              "boolq": 3270, "bigbench_language_identification": 10000}
 # Which stage reads which entries: the Snakefile declares them as inputs from here.
-CHAT_EVAL_TEST_SETS = ["arc_easy_test", "arc_challenge_test", "mmlu_test", "gsm8k_test", "humaneval_test"]
+CHAT_EVAL_TEST_SETS = {"arc_easy": "arc_easy_test", "arc_challenge": "arc_challenge_test", "mmlu": "mmlu_test",
+                       "gsm8k": "gsm8k_test", "humaneval": "humaneval_test"}  # chat task -> its test split
 MIXTURES = {"mid_train": ["smoltalk", "mmlu_aux", "gsm8k_train"],  # + identity and words_alpha, in both
             "chat_sft": ["arc_easy_train", "arc_challenge_train", "gsm8k_train", "smoltalk"]}
 

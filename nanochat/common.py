@@ -116,3 +116,20 @@ def run_record(started: float) -> dict[str, Any]:
             "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(started)),
             "wall_time_s": round(time.time() - started, 3),
             "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+
+
+def progress_logger(log: logging.Logger, label: str, total: int, every_s: float = 10.0) -> Callable[[int], None]:
+    """`report(done)`: logs `label`'s items done of `total`, items/s and the time left, at most every
+    `every_s` seconds and once at the end, so that a long evaluation shows it is moving."""
+    started = last = time.time()
+
+    def report(done: int) -> None:
+        nonlocal last
+        now = time.time()
+        if now - last < every_s and done < total:
+            return
+        last = now
+        rate = done / max(now - started, 1e-9)
+        log.info("%s: %d/%d items, %.2f items/s, %.0f s left", label, done, total, rate, (total - done) / rate)
+
+    return report

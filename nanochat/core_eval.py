@@ -21,6 +21,7 @@ Random baseline in percent).
 import csv
 import json
 import random
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -80,34 +81,64 @@ def scored_spans(task_type: str, seqs: list[list[int]]) -> tuple[list[list[int]]
     return [full], [(len(without), len(full))]
 
 
-@torch.no_grad()
-def score_item(model, tokenizer, task_type: str, item: dict, fewshot: list[dict], delimiter: str,
-               device: torch.device | str = "cpu") -> bool:
-    """Whether the model gets the item right, given its few-shot examples."""
+def prepare(model, tokenizer, task_type: str, item: dict, fewshot: list[dict], delimiter: str
+            ) -> tuple[list[list[int]], list[tuple[int, int]]]:
+    """An item's token sequences, cut to the model's context, and the span of each whose loss decides."""
     texts = render(task_type, item, fewshot, delimiter)
     seqs, spans = scored_spans(task_type, [tokenizer.encode(t, prepend_bos=True) for t in texts])
     max_len = model.config.sequence_len
     cut = [max(0, len(s) - max_len) for s in seqs]  # keep the end, where the options are
-    seqs = [s[c:] for s, c in zip(seqs, cut)]
-    spans = [(max(1, a - c), b - c) for (a, b), c in zip(spans, cut)]
-    width = max(len(s) for s in seqs)
-    ids = torch.tensor([s + [s[-1]] * (width - len(s)) for s in seqs], device=device)  # padding is never scored
+    return [s[c:] for s, c in zip(seqs, cut)], [(max(1, a - c), b - c) for (a, b), c in zip(spans, cut)]
+
+
+@torch.no_grad()
+def score_batch(model, task_type: str, prepared: list[tuple[list[list[int]], list[tuple[int, int]], int | None]],
+                device: torch.device | str = "cpu") -> list[bool]:
+    """Whether the model gets each item right, given (sequences, spans, gold) per item: every item's
+    sequences in one forward. Rows are right-padded, and causal attention keeps padding out of every
+    scored position, so each item scores as it would alone."""
+    rows = [seq for seqs, _, _ in prepared for seq in seqs]
+    width = max(len(s) for s in rows)
+    ids = torch.tensor([s + [s[-1]] * (width - len(s)) for s in rows], device=device)  # padding is never scored
     logits = model(ids).float()
     if task_type == "language_modeling":
-        a, b = spans[0]
-        return bool((logits[0, a - 1:b - 1].argmax(-1) == ids[0, a:b]).all())
-    losses = torch.nn.functional.cross_entropy(logits[:, :-1].transpose(1, 2), ids[:, 1:], reduction="none")
-    mean_losses = [losses[i, a - 1:b - 1].mean().item() for i, (a, b) in enumerate(spans)]
-    return mean_losses.index(min(mean_losses)) == item["gold"]
+        hits = logits[:, :-1].argmax(-1) == ids[:, 1:]  # position t predicts token t + 1
+    else:
+        losses = torch.nn.functional.cross_entropy(logits[:, :-1].transpose(1, 2), ids[:, 1:], reduction="none")
+    outcomes, row = [], 0
+    for seqs, spans, gold in prepared:
+        if task_type == "language_modeling":
+            a, b = spans[0]
+            outcomes.append(bool(hits[row, a - 1:b - 1].all()))
+        else:
+            mean_losses = [losses[row + i, a - 1:b - 1].mean().item() for i, (a, b) in enumerate(spans)]
+            outcomes.append(mean_losses.index(min(mean_losses)) == gold)
+        row += len(seqs)
+    return outcomes
 
 
-def load_bundle(bundle: Path) -> list[dict]:
-    """The bundle's tasks with their items and random baselines (as fractions)."""
+def score_item(model, tokenizer, task_type: str, item: dict, fewshot: list[dict], delimiter: str,
+               device: torch.device | str = "cpu") -> bool:
+    """Whether the model gets the item right, given its few-shot examples (one item per forward)."""
+    seqs, spans = prepare(model, tokenizer, task_type, item, fewshot, delimiter)
+    return score_batch(model, task_type, [(seqs, spans, item.get("gold"))], device)[0]
+
+
+def bundle_labels(bundle: Path) -> list[str]:
+    """The labels of the bundle's tasks, in core.yaml's order."""
+    return [task["label"] for task in yaml.safe_load((bundle / "core.yaml").read_text())["icl_tasks"]]
+
+
+def load_bundle(bundle: Path, labels: list[str] | None = None) -> list[dict]:
+    """The bundle's tasks (those named in `labels`, else all) with their items and random baselines (as
+    fractions)."""
     config = yaml.safe_load((bundle / "core.yaml").read_text())
     with open(bundle / "eval_meta_data.csv") as f:
         baselines = {row["Eval Task"]: float(row["Random baseline"]) / 100 for row in csv.DictReader(f)}
     tasks = []
     for task in config["icl_tasks"]:
+        if labels is not None and task["label"] not in labels:
+            continue
         with open(bundle / "eval_data" / task["dataset_uri"]) as f:
             items = [json.loads(line) for line in f if line.strip()]
         fewshot = task["num_fewshot"]
@@ -124,13 +155,38 @@ def task_items(task: dict, max_items: int) -> list[dict]:
     return items[:max_items] if max_items > 0 else items
 
 
-def evaluate_task(model, tokenizer, task: dict, max_items: int, device: torch.device | str = "cpu") -> dict:
-    """Accuracy, centered accuracy and the per-item outcomes (in scoring order) of one task."""
+def batches(prepared: list[tuple[list[list[int]], list, int | None]], batch_tokens: int) -> list[list[int]]:
+    """Indices of the items scored together: similar lengths side by side, at most `batch_tokens` padded
+    tokens per forward (an item longer than that alone)."""
+    order = sorted(range(len(prepared)), key=lambda i: max(len(s) for s in prepared[i][0]))
+    groups: list[list[int]] = [[]]
+    for i in order:
+        rows = sum(len(prepared[j][0]) for j in groups[-1]) + len(prepared[i][0])
+        if groups[-1] and rows * max(len(s) for s in prepared[i][0]) > batch_tokens:  # sorted: i is the widest
+            groups.append([])
+        groups[-1].append(i)
+    return [g for g in groups if g]
+
+
+def evaluate_task(model, tokenizer, task: dict, max_items: int, device: torch.device | str = "cpu",
+                  batch_tokens: int = 1, progress: Callable[[int], None] | None = None) -> dict:
+    """Accuracy, centered accuracy and the per-item outcomes (in scoring order) of one task, scoring up to
+    `batch_tokens` padded tokens per forward (1: one item per forward). `progress(items done)` is called
+    after each forward."""
     items = task_items(task, max_items)
-    outcomes = []
+    prepared = []
     for idx, item in enumerate(items):
         fewshot = [items[i] for i in fewshot_indices(idx, len(items), task["num_fewshot"])]
-        outcomes.append(score_item(model, tokenizer, task["task_type"], item, fewshot, task["delimiter"], device))
+        seqs, spans = prepare(model, tokenizer, task["task_type"], item, fewshot, task["delimiter"])
+        prepared.append((seqs, spans, item.get("gold")))
+    outcomes: list[bool] = [False] * len(items)
+    done = 0
+    for group in batches(prepared, batch_tokens):
+        for i, outcome in zip(group, score_batch(model, task["task_type"], [prepared[i] for i in group], device)):
+            outcomes[i] = outcome
+        done += len(group)
+        if progress:
+            progress(done)
     accuracy = sum(outcomes) / len(items)
     baseline = task["baseline"]
     return {"accuracy": accuracy, "centered": (accuracy - baseline) / (1 - baseline), "n": len(items),

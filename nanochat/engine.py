@@ -1,5 +1,6 @@
 """Inference: one prefill of the prompt, then batched sampling of several completions that share the
-prompt's KV cache, with the calculator tool.
+prompt's KV cache, with the calculator tool; and greedy completions of many prompts decoded together
+(evaluation), each row stopping on its own.
 
 When the model writes <|python_start|>expr<|python_end|>, the engine evaluates `expr` (arithmetic, or a
 string's .count) and forces <|output_start|>result<|output_end|> into that completion, as the model saw
@@ -50,6 +51,15 @@ def use_calculator(expr: str, timeout_s: int = 3) -> str | None:
     return str(round(value, 6) if isinstance(value, float) else value)
 
 
+class _Row:
+    """One completion being generated: tool output still to feed, an open python call, whether it ended."""
+
+    def __init__(self):
+        self.forced: list[int] = []
+        self.python: list[int] | None = None
+        self.done = False
+
+
 class Engine:
     def __init__(self, model, tokenizer):
         self.model, self.tokenizer = model, tokenizer
@@ -58,46 +68,75 @@ class Engine:
         self.output_start, self.output_end = special("<|output_start|>"), special("<|output_end|>")
         self.stop = {special("<|assistant_end|>"), tokenizer.bos_id}
 
+    def _advance(self, row: _Row, sampled: int) -> int | None:
+        """The row's next token (the sampled one unless tool output is due), None once the row has ended."""
+        if row.done:
+            return None
+        token = row.forced.pop(0) if row.forced else sampled
+        if token in self.stop:
+            row.done = True
+        elif token == self.python_start:
+            row.python = []
+        elif token == self.python_end and row.python is not None:
+            result = use_calculator(self.tokenizer.decode(row.python))
+            if result is not None:
+                row.forced = [self.output_start, *self.tokenizer.encode(result), self.output_end]
+            row.python = None
+        elif row.python is not None:
+            row.python.append(token)
+        return token
+
+    def _cache(self, batch_size: int, seq_len: int) -> KVCache:
+        c, weight = self.model.config, self.model.lm_head.weight
+        return KVCache(batch_size, c.n_kv_head, seq_len, c.n_embd // c.n_head, c.n_layer, weight.device,
+                       dtype=weight.dtype)
+
     @torch.inference_mode()
     def generate(self, tokens: list[int], num_samples: int = 1, max_tokens: int = 256, temperature: float = 1.0,
                  top_k: int = 0, seed: int = 42) -> Iterator[list[int | None]]:
         """Yield, per decoding step, the next token of each completion (None once that one has ended)."""
         model, device = self.model, self.model.lm_head.weight.device
-        c = model.config
-        cache = KVCache(1, c.n_kv_head, len(tokens) + max_tokens, c.n_embd // c.n_head, c.n_layer, device,
-                        dtype=model.lm_head.weight.dtype)
+        cache = self._cache(1, len(tokens) + max_tokens)
         logits = model(torch.tensor([tokens], device=device), kv_cache=cache)[:, -1, :]
         cache.kv = cache.kv.repeat(1, 1, num_samples, 1, 1, 1)  # every sample continues the one prefill
         logits = logits.expand(num_samples, -1)
         rng = torch.Generator(device=device).manual_seed(seed)
-        forced: list[list[int]] = [[] for _ in range(num_samples)]  # tool output to feed, per sample
-        python: list[list[int] | None] = [None] * num_samples  # tokens of an open python call
-        done = [False] * num_samples
+        rows = [_Row() for _ in range(num_samples)]
         for _ in range(max_tokens):
             sampled = self._sample(logits, temperature, top_k, rng)
-            step: list[int | None] = []
-            for i in range(num_samples):
-                if done[i]:
-                    step.append(None)
-                    continue
-                token = forced[i].pop(0) if forced[i] else sampled[i]
-                step.append(token)
-                if token in self.stop:
-                    done[i] = True
-                elif token == self.python_start:
-                    python[i] = []
-                elif token == self.python_end and python[i] is not None:
-                    result = use_calculator(self.tokenizer.decode(python[i]))
-                    if result is not None:
-                        forced[i] = [self.output_start, *self.tokenizer.encode(result), self.output_end]
-                    python[i] = None
-                elif python[i] is not None:
-                    python[i].append(token)
+            step = [self._advance(row, token) for row, token in zip(rows, sampled)]
             yield step
-            if all(done):
+            if all(row.done for row in rows):
                 return
             column = [t if t is not None else self.tokenizer.bos_id for t in step]
             logits = model(torch.tensor(column, device=device).view(-1, 1), kv_cache=cache)[:, -1, :]
+
+    @torch.inference_mode()
+    def generate_greedy(self, prompts: list[list[int]], max_tokens: int) -> list[list[int]]:
+        """Greedy completions (without the stop token) of several prompts decoded together, each stopping on
+        its own: the tokens `generate_batch(prompt, 1, temperature=0)` gives each prompt alone.
+
+        The prompts are right-padded into one prefill (causal attention: no prompt sees the padding), then
+        every row decodes at its own position (KVCache.set_lengths)."""
+        model, device = self.model, self.model.lm_head.weight.device
+        lengths = [len(p) for p in prompts]
+        width = max(lengths)
+        cache = self._cache(len(prompts), width + max_tokens)
+        ids = torch.tensor([p + [p[-1]] * (width - len(p)) for p in prompts], device=device)
+        logits = model(ids, kv_cache=cache)[torch.arange(len(prompts), device=device),
+                                             torch.tensor(lengths, device=device) - 1]
+        cache.set_lengths(lengths)
+        rows, out = [_Row() for _ in prompts], [[] for _ in prompts]
+        for _ in range(max_tokens):
+            step = [self._advance(row, token) for row, token in zip(rows, logits.argmax(dim=-1).tolist())]
+            for completion, token in zip(out, step):
+                if token is not None and token not in self.stop:
+                    completion.append(token)
+            if all(row.done for row in rows):
+                break
+            column = [t if t is not None else self.tokenizer.bos_id for t in step]
+            logits = model(torch.tensor(column, device=device).view(-1, 1), kv_cache=cache)[:, -1, :]
+        return out
 
     @staticmethod
     def _sample(logits: torch.Tensor, temperature: float, top_k: int, rng: torch.Generator) -> list[int]:

@@ -51,20 +51,49 @@ def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch
 
 
 class KVCache:
-    """Keys and values of every layer for a batch of sequences, filled as tokens are processed."""
+    """Keys and values of every layer for a batch of sequences, filled as tokens are processed.
+
+    Rows of different lengths (a batch of right-padded prompts) decode together once `set_lengths` gives
+    each row its length: each row's next token is then written at, and sees the keys up to, its own
+    position; the padding after a row's prompt is masked until the row's own tokens overwrite it."""
 
     def __init__(self, batch_size: int, num_heads: int, seq_len: int, head_dim: int, num_layers: int,
                  device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32):
         self.kv = torch.zeros(num_layers, 2, batch_size, num_heads, seq_len, head_dim, device=device, dtype=dtype)
-        self.pos = 0  # tokens already cached (advanced after the last layer)
+        self.pos = 0  # tokens already cached (advanced after the last layer); with row lengths: the longest row
+        self.lengths: torch.Tensor | None = None  # per-row tokens cached (B,), set after a padded prefill
+
+    def set_lengths(self, lengths: list[int]) -> None:
+        """From now on one token per row, each at its own position `lengths[row]`."""
+        self.lengths = torch.tensor(lengths, device=self.kv.device)
+        self.pos = max(lengths)
+
+    def key_mask(self) -> torch.Tensor | None:
+        """(B, 1, 1, keys) True where a row's query may attend: its own tokens so far (None: all rows alike)."""
+        if self.lengths is None:
+            return None
+        keys = torch.arange(self.pos + 1, device=self.kv.device)
+        return (keys[None, :] <= self.lengths[:, None])[:, None, None, :]
 
     def insert(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        last_layer = layer == self.kv.size(0) - 1
+        if self.lengths is not None:  # one new token per row, at the row's own position
+            if k.size(2) != 1 or self.pos + 1 > self.kv.size(4):
+                raise ValueError(f"rows at their own positions take one token at a time, up to {self.kv.size(4)}")
+            rows = torch.arange(k.size(0), device=k.device)
+            self.kv[layer, 0, rows, :, self.lengths] = k[:, :, 0]
+            self.kv[layer, 1, rows, :, self.lengths] = v[:, :, 0]
+            keys = self.pos + 1
+            if last_layer:
+                self.lengths += 1
+                self.pos += 1
+            return self.kv[layer, 0, :, :, :keys], self.kv[layer, 1, :, :, :keys]
         t0, t1 = self.pos, self.pos + k.size(2)
         if t1 > self.kv.size(4):
             raise ValueError(f"KV cache holds {self.kv.size(4)} tokens, {t1} requested")
         self.kv[layer, 0, :, :, t0:t1] = k
         self.kv[layer, 1, :, :, t0:t1] = v
-        if layer == self.kv.size(0) - 1:
+        if last_layer:
             self.pos = t1
         return self.kv[layer, 0, :, :, :t1], self.kv[layer, 1, :, :, :t1]
 
@@ -88,11 +117,14 @@ class CausalSelfAttention(nn.Module):
         cos, sin = cos_sin
         q, k = norm(apply_rotary(q, cos, sin)), norm(apply_rotary(k, cos, sin))  # QK-norm
         q, k, v = (t.transpose(1, 2) for t in (q, k, v))  # (B, H, T, D)
+        mask = kv_cache.key_mask() if kv_cache is not None else None  # before insert advances the rows
         if kv_cache is not None:
             k, v = kv_cache.insert(self.layer_idx, k, v)
         Tq, Tk = q.size(2), k.size(2)
         gqa = self.n_head != self.n_kv_head
-        if Tq == Tk:  # training, or a prefill into an empty cache
+        if mask is not None:  # rows at their own positions: each sees its own tokens only
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=gqa)
+        elif Tq == Tk:  # training, or a prefill into an empty cache
             y = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=gqa)
         elif Tq == 1:  # decoding one token: it sees everything before it
             y = F.scaled_dot_product_attention(q, k, v, is_causal=False, enable_gqa=gqa)
@@ -185,7 +217,11 @@ class GPT(nn.Module):
         t0 = kv_cache.pos if kv_cache is not None else 0
         if t0 + T > self.rotary_len:
             raise ValueError(f"sequence of {t0 + T} tokens exceeds the rotary cache ({self.rotary_len})")
-        cos_sin = self.cos[:, t0:t0 + T], self.sin[:, t0:t0 + T]
+        if kv_cache is not None and kv_cache.lengths is not None:  # each row's token at its own position
+            positions = kv_cache.lengths.view(B, 1)
+            cos_sin = self.cos[0, positions], self.sin[0, positions]  # (B, 1, 1, D/2)
+        else:
+            cos_sin = self.cos[:, t0:t0 + T], self.sin[:, t0:t0 + T]
         x = norm(self.transformer.wte(idx))
         for block in self.transformer.h:
             x = block(x, cos_sin, kv_cache)

@@ -12,6 +12,10 @@ LOGS, BENCHMARKS = "logs", "benchmarks"
 # Final checkpoint folder of each model (step checkpoints in <folder>/steps/), and the stage that trains it.
 CHECKPOINTS = {"base": "base_checkpoints", "mid": "mid_checkpoints", "sft": "sft_checkpoints", "rl": "rl_checkpoints"}
 TRAINED_BY = {"base": "base_train", "mid": "mid_train", "sft": "chat_sft", "rl": "chat_rl"}
+# The chat tasks evaluated per source, one chat_eval job each (nanochat.tasks has their data and grading);
+# the record of a model names the others as not available there.
+CHAT_EVAL_TASKS = {"hub": ["arc_easy", "arc_challenge", "mmlu", "gsm8k", "humaneval", "spellingbee"],
+                   "offline": ["mmlu", "humaneval", "spellingbee", "quartz"]}
 PLOTS = ["loss.png", "validation.png", "lr.png", "throughput.png"]  # beside report.md
 
 

@@ -23,7 +23,7 @@ import yaml
 
 from conftest import CONFIG, jobs_run, record, snakemake
 from nanochat import fetch, layout
-from nanochat.catalog import CATALOG
+from nanochat.catalog import CATALOG, CORE_TASKS
 from nanochat.checkpoint import read_attempts
 from nanochat.dataset import iter_texts
 from nanochat.tokenizer import Tokenizer
@@ -296,18 +296,21 @@ def test_core_without_a_bundle_says_not_available(straight_run):
 
 
 def mini_bundle(path: Path) -> bytes:
-    """A two-task bundle in the real bundle's layout, zipped under a top folder as upstream's is."""
+    """A bundle of the pinned bundle's 22 tasks with three items each, in its layout, zipped under a top
+    folder as upstream's is: multiple-choice and language-modeling tasks by turns."""
     mc = [{"query": f"And God said, Let there be {w}:", "choices": ["and there was light.", "the cat sat"],
            "gold": 0} for w in ("light", "a firmament", "lights")]
     lm = [{"context": "In the beginning God created", "continuation": " the heaven and the earth."}] * 3
+    tasks, baselines = [], ["Eval Task,Random baseline"]
     with zipfile.ZipFile(path, "w") as zf:
-        zf.writestr("eval_bundle/core.yaml", yaml.safe_dump({"icl_tasks": [
-            {"label": "genesis_mc", "dataset_uri": "mc.jsonl", "num_fewshot": [1], "icl_task_type": "multiple_choice"},
-            {"label": "genesis_lm", "dataset_uri": "lm.jsonl", "num_fewshot": [0],
-             "icl_task_type": "language_modeling", "continuation_delimiter": ""}]}))
-        zf.writestr("eval_bundle/eval_meta_data.csv", "Eval Task,Random baseline\ngenesis_mc,50\ngenesis_lm,0\n")
-        zf.writestr("eval_bundle/eval_data/mc.jsonl", "".join(json.dumps(x) + "\n" for x in mc))
-        zf.writestr("eval_bundle/eval_data/lm.jsonl", "".join(json.dumps(x) + "\n" for x in lm))
+        for i, label in enumerate(CORE_TASKS):
+            items, kind = (mc, "multiple_choice") if i % 2 == 0 else (lm, "language_modeling")
+            tasks.append({"label": label, "dataset_uri": f"{label}.jsonl", "num_fewshot": [i % 3],
+                          "icl_task_type": kind, "continuation_delimiter": " " if i % 2 == 0 else ""})
+            baselines.append(f"{label},{50 if i % 2 == 0 else 0}")
+            zf.writestr(f"eval_bundle/eval_data/{label}.jsonl", "".join(json.dumps(x) + "\n" for x in items))
+        zf.writestr("eval_bundle/core.yaml", yaml.safe_dump({"icl_tasks": tasks}))
+        zf.writestr("eval_bundle/eval_meta_data.csv", "\n".join(baselines) + "\n")
     return path.read_bytes()
 
 
@@ -343,10 +346,12 @@ def test_core_downloads_a_verified_bundle_and_scores_every_task(straight_run, tm
         server.shutdown()
     assert len(served) == 2, "the corrupt bundle was not downloaded again"
     assert (bundle / "core.yaml").is_file()
-    snakemake(straight_run, "base_eval", *CONFIG, "base_eval={bundle: true, max_per_task: 3}")
+    run = snakemake(straight_run, "base_eval", *CONFIG, "base_eval={bundle: true, max_per_task: 3}")
+    assert jobs_run(run) == {"base_eval_task": 22, "base_eval": 1}  # one job per task, then CORE
     result = record(straight_run, "base_eval.json")
-    assert result["available"] and set(result["tasks"]) == {"genesis_mc", "genesis_lm"}
+    assert result["available"] and set(result["tasks"]) == set(CORE_TASKS)
     for task in result["tasks"].values():
         assert task["n"] == 3 and task["centered"] == pytest.approx(
             (task["accuracy"] - task["baseline"]) / (1 - task["baseline"]))
-    assert result["core"] == pytest.approx(sum(t["centered"] for t in result["tasks"].values()) / 2)
+    assert result["core"] == pytest.approx(sum(t["centered"] for t in result["tasks"].values()) / 22)
+    assert {t["task_type"] for t in result["tasks"].values()} == {"multiple_choice", "language_modeling"}

@@ -26,7 +26,7 @@ def test_pins_are_commits_and_checksums():
 def test_every_entry_has_one_place_and_a_reader():
     paths = [layout.download_path(name) for name in CATALOG]
     assert len(set(paths)) == len(paths)
-    read = {"fineweb_edu", "eval_bundle", *catalog.CHAT_EVAL_TEST_SETS,
+    read = {"fineweb_edu", "eval_bundle", *catalog.CHAT_EVAL_TEST_SETS.values(),
             *(name for stage in catalog.MIXTURES for name in catalog.mixture_entries(stage))}
     assert read == set(CATALOG)
 

@@ -9,11 +9,14 @@ import sys
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+import torch
 
-from conftest import CONFIG, REPO, record, snakemake
+from conftest import CONFIG, REPO, jobs_run, record, snakemake
 from hub_server import HubServer
 from nanochat import catalog, tasks
-from nanochat.scripts.chat_eval import aggregates
+from nanochat.checkpoint import load_model
+from nanochat.scripts import chat_eval
+from nanochat.scripts.chat_eval import aggregates, last_token_logits
 from nanochat.tasks import CHATCORE_TASKS, gsm8k, humaneval, spellingbee
 from nanochat.tasks.common import multiple_choice_prompt
 from nanochat.tokenizer import SPECIAL_TOKENS, Tokenizer
@@ -39,9 +42,9 @@ def test_answers_are_checked_as_each_task_defines():
 
 
 def test_every_hub_task_reads_a_catalog_entry_the_workflow_downloads():
-    hub = [tasks.EVAL_TASKS[name].hub for name in tasks.HUB_TASKS if tasks.EVAL_TASKS[name].hub]
+    hub = {name: tasks.EVAL_TASKS[name].hub for name in tasks.HUB_TASKS if tasks.EVAL_TASKS[name].hub}
     assert hub == catalog.CHAT_EVAL_TEST_SETS
-    assert all(isinstance(catalog.CATALOG[name], catalog.HubFiles) for name in hub)
+    assert all(isinstance(catalog.CATALOG[name], catalog.HubFiles) for name in hub.values())
 
 
 def test_offline_sources_load_real_items():
@@ -65,8 +68,9 @@ def test_completion_prompt_ends_with_assistant_start(tmp_path):
 
 
 def test_offline_chat_eval_scores_the_tiny_model(straight_run):
-    snakemake(straight_run, ".nanochat/eval/chat_eval_base.json",
-              *CONFIG, "chat_eval={source: offline, max_problems: 4, max_new_tokens: 8}")
+    offline = "chat_eval={source: offline, max_problems: 4, max_new_tokens: 8}"
+    run = snakemake(straight_run, ".nanochat/eval/chat_eval_base.json", *CONFIG, offline)
+    assert jobs_run(run) == {"chat_eval_task": 4, "chat_eval": 1}  # one job per task with offline data
     result = record(straight_run, "chat_eval_base.json")
     tasks = result["tasks"]
     assert {n for n, t in tasks.items() if t["available"]} == {"MMLU", "HumanEval", "SpellingBee", "QuaRTz"}
@@ -76,6 +80,40 @@ def test_offline_chat_eval_scores_the_tiny_model(straight_run):
     assert result["chat_mean"] == pytest.approx(expected)
     assert result["chat_mean_tasks"] == ["MMLU", "HumanEval", "SpellingBee", "QuaRTz"]
     assert result["chatcore"] is None  # another task set: not upstream's ChatCORE
+    # After a task's job failed (no task record, so no aggregate), the rerun runs that task alone.
+    (straight_run / ".nanochat/eval/chat_eval/base/humaneval.json").unlink()
+    (straight_run / ".nanochat/eval/chat_eval_base.json").unlink()
+    again = snakemake(straight_run, ".nanochat/eval/chat_eval_base.json", *CONFIG, offline)
+    assert jobs_run(again) == {"chat_eval_task": 1, "chat_eval": 1}
+    rerun = record(straight_run, "chat_eval_base.json")["tasks"]
+    assert [rerun[n].get("answers") for n in tasks] == [tasks[n].get("answers") for n in tasks]
+
+
+def test_categorical_problems_scored_together_get_the_logits_each_gets_alone(straight_run):
+    tokenizer = Tokenizer.load(straight_run / ".nanochat/tokenizer/tokenizer.json")
+    model, _ = load_model(straight_run / ".nanochat/base_checkpoints", "cpu")
+    task = tasks.EVAL_TASKS["mmlu"]
+    prompts = [tokenizer.render_for_completion([{"role": "user", "content": task.prompt(item)}])
+               for item in load_task("mmlu")[:12]]
+    assert len({len(p) for p in prompts}) > 6  # right padding of different lengths
+    alone = torch.cat([last_token_logits(model, [p], "cpu") for p in prompts])
+    together = last_token_logits(model, prompts, "cpu")
+    torch.testing.assert_close(together, alone, rtol=1e-5, atol=1e-5)
+    assert (together.argmax(-1) == alone.argmax(-1)).all() and alone.std(0).mean() > 0.01  # rows differ
+
+
+@pytest.mark.parametrize("task", ["spellingbee", "humaneval"])
+def test_problems_generated_together_get_the_completion_each_gets_alone(straight_run, tmp_path, task):
+    base = straight_run / ".nanochat"
+    answers = {}
+    for batch_size in (1, 8):
+        out = tmp_path / f"{batch_size}.json"
+        chat_eval.main([f"--task={task}", "--source=offline", "--max_problems=12", "--max_new_tokens=16",
+                        f"--batch_size={batch_size}", f"--model_dir={base}/base_checkpoints",
+                        f"--tokenizer={base}/tokenizer/tokenizer.json", f"--out={out}"])
+        answers[batch_size] = json.loads(out.read_text())["answers"]
+    assert len(answers[1]) == 12 and len(set(answers[1])) > 1  # answers that differ, so agreement means something
+    assert answers[8] == answers[1]
 
 
 def test_chatcore_only_over_upstreams_six_tasks_from_the_hub():
@@ -129,7 +167,7 @@ def test_hub_chat_eval_downloads_every_task_then_scores_offline(straight_run, tm
     missing = straight_run / ".nanochat/hub/gsm8k_test"
     shutil.rmtree(missing)
     base = straight_run / ".nanochat"
-    result = subprocess.run([sys.executable, "-m", "nanochat.scripts.chat_eval", "--source=hub",
+    result = subprocess.run([sys.executable, "-m", "nanochat.scripts.chat_eval", "--task=gsm8k", "--source=hub",
                              f"--hub_dir={base}/hub", f"--model_dir={base}/base_checkpoints",
                              f"--tokenizer={base}/tokenizer/tokenizer.json",
                              f"--out={tmp_path}/out.json"], capture_output=True, text=True,

@@ -12,7 +12,7 @@ import yaml
 from conftest import REPO
 from nanochat import layout
 from nanochat.checkpoint import load_model
-from nanochat.core_eval import evaluate_task, load_bundle, render, score_item, scored_spans, task_items
+from nanochat.core_eval import batches, evaluate_task, load_bundle, render, score_item, scored_spans, task_items
 from nanochat.dataset import iter_texts
 from nanochat.tokenizer import Tokenizer
 
@@ -224,15 +224,25 @@ def test_every_item_is_scored_as_upstream_scores_it(tmp_path, trained, upstream)
                 seqs, spans = scored_spans(task["task_type"], up_tokenizer(texts, tokenizer.bos_id))
                 assert (seqs, spans) == (tokens, list(zip(starts, ends))), (task["label"], idx)
                 long_items += max(map(len, seqs)) > model.config.sequence_len
-            ours = evaluate_task(model, tokenizer, task, max_items)["correct"]
+            ours = evaluate_task(model, tokenizer, task, max_items)["correct"]  # one item per forward
             theirs = [upstream.evaluate_example(i, up_model, up_tokenizer, data, "cpu", meta) for i in range(len(data))]
             assert ours == theirs, task["label"]
+            batched = evaluate_task(model, tokenizer, task, max_items, batch_tokens=4096)["correct"]
+            assert batched == theirs, (task["label"], "batched")
             outcomes[task["label"], max_items] = ours
     print({label: f"{sum(o)}/{len(o)}" for label, o in outcomes.items()})
     assert long_items >= 10, "the bundle must exercise sequences longer than the context"
     for task_type in ("mc", "schema", "lm"):  # both outcomes occur, so agreement is not agreement on a constant
         mixed = [o for (label, _), o in outcomes.items() if label.startswith(task_type)]
         assert any(any(o) for o in mixed) and not all(all(o) for o in mixed), task_type
+
+
+def test_batches_hold_similar_lengths_within_the_token_budget():
+    prepared = [([[0] * n] * rows, [], None) for n, rows in [(50, 4), (10, 2), (300, 4), (12, 2), (49, 4)]]
+    groups = batches(prepared, batch_tokens=400)
+    assert sorted(i for g in groups for i in g) == list(range(5))
+    assert groups == [[1, 3, 4], [0], [2]]  # (10, 12, 49): 8 rows x 49; then 50 alone; 300 alone (over budget)
+    assert batches(prepared, batch_tokens=1) == [[1], [3], [4], [0], [2]]
 
 
 def test_a_continuation_that_merges_into_its_context_is_an_error_as_upstream(trained, upstream):

@@ -45,7 +45,7 @@ def test_iter_texts_caps_documents_and_total(tmp_path):
     ("nanochat.scripts.tok_train", ["--out_dir", "out", "missing_shard.parquet"]),
     ("nanochat.scripts.tok_eval", ["--tokenizer", "t.json", "--train", "missing_shard.parquet",
                                    "--val", "v.parquet", "--out", "o.json"]),
-    ("nanochat.scripts.base_eval", ["--bundle_dir", "missing_shard.parquet", "--model_dir", "m",
+    ("nanochat.scripts.base_eval", ["--task", "copa", "--bundle_dir", "missing_shard.parquet", "--model_dir", "m",
                                     "--tokenizer", "t.json", "--out", "o.json"]),
 ])
 def test_compute_stage_names_missing_input_before_any_work(tmp_path, module, args):

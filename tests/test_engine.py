@@ -45,6 +45,22 @@ def test_greedy_with_kv_cache_equals_recomputing_everything(tokenizer):
     assert cached == ids[len(prompt):]
 
 
+def test_prompts_decoded_together_give_each_prompt_its_own_greedy_completion(tokenizer):
+    engine = Engine(random_model(tokenizer.vocab_size), tokenizer)
+    texts = ["The answer is", "What is 12*3? It is", "42", "It is 36. The answer is 42. What"]
+    prompts = [tokenizer.encode(t, prepend_bos=True) for t in texts]
+    assert len({len(p) for p in prompts}) == len(prompts)  # every row at its own position
+    engine.stop = set()
+    free = [engine.generate_batch(p, 1, max_tokens=24, temperature=0.0)[0] for p in prompts]
+    assert engine.generate_greedy(prompts, max_tokens=24) == free
+    # a stop token that ends the rows at different steps (and one row never): each stops on its own
+    stop = next(t for t in free[0][3:] if t not in free[1])
+    engine.stop = {stop}
+    alone = [engine.generate_batch(p, 1, max_tokens=24, temperature=0.0)[0] for p in prompts]
+    assert len({len(c) for c in alone}) > 1 and any(len(c) == 24 for c in alone)
+    assert engine.generate_greedy(prompts, max_tokens=24) == alone
+
+
 def test_samples_share_the_prefill_but_differ(tokenizer):
     engine = Engine(random_model(tokenizer.vocab_size), tokenizer)
     samples = engine.generate_batch(tokenizer.encode("What is", prepend_bos=True), 4, max_tokens=12,

@@ -16,20 +16,21 @@ arc, mmlu, gsm8k, spellingbee's generated conversations).
 
 from pathlib import Path
 
+from nanochat.layout import CHAT_EVAL_TASKS
 from nanochat.tasks import arc, gsm8k, humaneval, mmlu, quartz, spellingbee
 from nanochat.tasks.common import EvalTask
 
 EVAL_TASKS: dict[str, EvalTask] = {"arc_easy": arc.EASY, "arc_challenge": arc.CHALLENGE, "mmlu": mmlu.TASK,
                                    "gsm8k": gsm8k.TASK, "humaneval": humaneval.TASK,
                                    "spellingbee": spellingbee.TASK, "quartz": quartz.TASK}
-HUB_TASKS = ["arc_easy", "arc_challenge", "mmlu", "gsm8k", "humaneval", "spellingbee"]
+HUB_TASKS = CHAT_EVAL_TASKS["hub"]
 CHATCORE_TASKS = [EVAL_TASKS[name].name for name in HUB_TASKS]  # upstream's ChatCORE is over exactly these
-# Offline: the tasks with data first, then those reported as not available.
-OFFLINE_TASKS = ["mmlu", "humaneval", "spellingbee", "quartz", "arc_easy", "arc_challenge", "gsm8k"]
 
 
 def task_names(source: str) -> list[str]:
-    return HUB_TASKS if source == "hub" else OFFLINE_TASKS
+    """The tasks a record lists for `source`: those evaluated there, then upstream's others as not available."""
+    evaluated = CHAT_EVAL_TASKS[source]
+    return evaluated + [name for name in HUB_TASKS if name not in evaluated]
 
 
 def load(name: str, source: str, hub_dir: Path) -> list[dict] | str:

@@ -8,7 +8,7 @@ from pathlib import Path
 from snakemake.exceptions import WorkflowError
 
 from nanochat import layout
-from nanochat.catalog import CATALOG, CHAT_EVAL_TEST_SETS, MIXTURES, mixture_entries, reachable, source_url
+from nanochat.catalog import CATALOG, CHAT_EVAL_TEST_SETS, CORE_TASKS, MIXTURES, mixture_entries, reachable, source_url
 
 # Jobs run `python -m nanochat...`: find the Python that runs Snakemake (e.g. an unactivated .venv)
 # first. A conda env from --sdm conda is activated inside the job and still comes first.
@@ -36,7 +36,8 @@ URL_FILES = {layout.IDENTITY_FILE: "identity", layout.WORDS_FILE: "words_alpha"}
 
 
 # The catalog entries this config reads (nanochat.catalog), by stage.
-CHAT_EVAL_DATA = CHAT_EVAL_TEST_SETS if config["chat_eval"]["source"] == "hub" else []
+CHAT_EVAL_DATA = CHAT_EVAL_TEST_SETS if config["chat_eval"]["source"] == "hub" else {}  # task -> its test split
+CHAT_EVAL_TASKS = layout.CHAT_EVAL_TASKS[config["chat_eval"]["source"]]  # one chat_eval job per model and task
 
 
 def mixture_data(stage: str) -> list[str]:
@@ -49,7 +50,7 @@ DATA = sorted(
     set(
         (["fineweb_edu"] if config["base_data"]["source"] == "fineweb-edu" else [])
         + (["eval_bundle"] if config["base_eval"]["bundle"] else [])
-        + CHAT_EVAL_DATA
+        + list(CHAT_EVAL_DATA.values())
         + mixture_data("mid_train")
         + mixture_data("chat_sft")
         + ["gsm8k_train"] * RL_ENABLED

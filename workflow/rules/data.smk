@@ -25,7 +25,7 @@ rule download_hub:
     output:
         folder=directory(str(BASE / layout.HUB / "{name}")),
     wildcard_constraints:
-        name="|".join(CHAT_EVAL_TEST_SETS + sorted({n for names in MIXTURES.values() for n in names})),
+        name="|".join(list(CHAT_EVAL_TEST_SETS.values()) + sorted({n for names in MIXTURES.values() for n in names})),
     log:
         log_path("download_hub", "{name}"),
     retries: 2
