@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The stages on one CUDA GPU, run by hand through their entry points (no Snakemake needed):
 #   1. smoke: offline data -> tokenizer -> base_train -> base_loss -> mid_train -> chat_sft -> chat_eval
-#      with a small model (depth 4, the tiny preset's batch shapes), everything on cuda;
+#      with a small model (depth 4, the tiny preset's batch shapes), everything on cuda, then the
+#      evaluation throughput at d20 shape (bench/eval_throughput.py);
 #   2. throughput: d20 (upstream's speedrun shape, seq 2048, 32 x 2048 tokens per micro-batch) for a
 #      few steps with torch.compile, printing tok/s and MFU per step.
 #     bash bench/gpu_check.sh [WORKDIR] [D20_STEPS]
@@ -38,8 +39,15 @@ stage "smoke: chat_sft"
 $py -m nanochat.scripts.chat_sft "${chat[@]}" --num_iterations=100 --parent_dir="$work/mid" --out_dir="$work/sft" \
     --ckpt_dir="$work/sft/steps" || exit 1
 stage "smoke: chat_eval"
-$py -m nanochat.scripts.chat_eval --source=offline --max_problems=20 --max_new_tokens=64 --model_dir="$work/sft" \
-    --tokenizer="$tok" --hub_dir="$work/hub" --out="$work/chat_eval_sft.json" || echo "chat_eval failed (offline tasks need the evals package)"
+for task in mmlu humaneval spellingbee quartz; do
+    $py -m nanochat.scripts.chat_eval --task=$task --source=offline --max_problems=20 --max_new_tokens=64 \
+        --model_dir="$work/sft" --tokenizer="$tok" --out="$work/chat_eval/$task.json" ||
+        echo "chat_eval $task failed (the offline MMLU and QuaRTz need the evals package)"
+done
+$py -m nanochat.scripts.chat_eval --source=offline --out="$work/chat_eval_sft.json" "$work"/chat_eval/*.json ||
+    echo "chat_eval: a task record is missing"
+stage "evaluation throughput: d20 shape, one at a time vs batched"
+$py bench/eval_throughput.py --device=$device --items=64 --new_tokens=128 || exit 1
 
 [ "$d20_steps" -gt 0 ] || exit 0
 stage "throughput: d20, compiled, $d20_steps steps"

@@ -96,22 +96,28 @@ def score_batch(model, task_type: str, prepared: list[tuple[list[list[int]], lis
                 device: torch.device | str = "cpu") -> list[bool]:
     """Whether the model gets each item right, given (sequences, spans, gold) per item: every item's
     sequences in one forward. Rows are right-padded, and causal attention keeps padding out of every
-    scored position, so each item scores as it would alone."""
+    scored position, so each item scores as it would alone. Only the scored positions go through the
+    head (position t predicts token t + 1)."""
     rows = [seq for seqs, _, _ in prepared for seq in seqs]
+    spans = [span for _, item_spans, _ in prepared for span in item_spans]
     width = max(len(s) for s in rows)
     ids = torch.tensor([s + [s[-1]] * (width - len(s)) for s in rows], device=device)  # padding is never scored
-    logits = model(ids).float()
-    if task_type == "language_modeling":
-        hits = logits[:, :-1].argmax(-1) == ids[:, 1:]  # position t predicts token t + 1
-    else:
-        losses = torch.nn.functional.cross_entropy(logits[:, :-1].transpose(1, 2), ids[:, 1:], reduction="none")
+    row_of = torch.tensor([r for r, (a, b) in enumerate(spans) for _ in range(a, b)], device=device)
+    position = torch.tensor([t for a, b in spans for t in range(a - 1, b - 1)], device=device)
+    logits = model.logits(model.hidden(ids)[row_of, position])
+    targets = ids[row_of, position + 1]
+    lengths = [b - a for a, b in spans]
+    if task_type == "language_modeling":  # right if greedy decoding gives every continuation token
+        per_row = [bool(hits.all()) for hits in (logits.argmax(-1) == targets).split(lengths)]
+    else:  # the mean loss of each row's scored tokens
+        losses = torch.nn.functional.cross_entropy(logits, targets, reduction="none")
+        per_row = [chunk.mean().item() for chunk in losses.split(lengths)]
     outcomes, row = [], 0
-    for seqs, spans, gold in prepared:
+    for seqs, _, gold in prepared:
         if task_type == "language_modeling":
-            a, b = spans[0]
-            outcomes.append(bool(hits[row, a - 1:b - 1].all()))
+            outcomes.append(per_row[row])
         else:
-            mean_losses = [losses[row + i, a - 1:b - 1].mean().item() for i, (a, b) in enumerate(spans)]
+            mean_losses = per_row[row:row + len(seqs)]
             outcomes.append(mean_losses.index(min(mean_losses)) == gold)
         row += len(seqs)
     return outcomes

@@ -123,8 +123,8 @@ class Engine:
         width = max(lengths)
         cache = self._cache(len(prompts), width + max_tokens)
         ids = torch.tensor([p + [p[-1]] * (width - len(p)) for p in prompts], device=device)
-        logits = model(ids, kv_cache=cache)[torch.arange(len(prompts), device=device),
-                                             torch.tensor(lengths, device=device) - 1]
+        last = torch.tensor(lengths, device=device) - 1
+        logits = model.logits(model.hidden(ids, kv_cache=cache)[torch.arange(len(prompts), device=device), last])
         cache.set_lengths(lengths)
         rows, out = [_Row() for _ in prompts], [[] for _ in prompts]
         for _ in range(max_tokens):

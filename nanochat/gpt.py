@@ -213,6 +213,15 @@ class GPT(nn.Module):
     def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None,
                 kv_cache: KVCache | None = None, loss_reduction: str = "mean") -> torch.Tensor:
         """Loss if `targets` (positions with target -1 are ignored), else fp32 logits (B, T, vocab)."""
+        logits = self.logits(self.hidden(idx, kv_cache))
+        if targets is None:
+            return logits
+        return F.cross_entropy(logits.view(-1, logits.size(-1)), targets.reshape(-1), ignore_index=-1,
+                               reduction=loss_reduction)
+
+    def hidden(self, idx: torch.Tensor, kv_cache: KVCache | None = None) -> torch.Tensor:
+        """The normalized last hidden states (B, T, n_embd) that the head reads. Evaluations that need the
+        logits of a few positions only take those rows to `logits`: the head is a vocab-sized matmul."""
         B, T = idx.size()
         t0 = kv_cache.pos if kv_cache is not None else 0
         if t0 + T > self.rotary_len:
@@ -225,12 +234,12 @@ class GPT(nn.Module):
         x = norm(self.transformer.wte(idx))
         for block in self.transformer.h:
             x = block(x, cos_sin, kv_cache)
-        logits = self.lm_head(norm(x))[..., :self.config.vocab_size].float()
-        logits = 15 * torch.tanh(logits / 15)  # soft cap
-        if targets is None:
-            return logits
-        return F.cross_entropy(logits.view(-1, logits.size(-1)), targets.reshape(-1), ignore_index=-1,
-                               reduction=loss_reduction)
+        return norm(x)
+
+    def logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        """fp32 logits of hidden states (..., n_embd), the vocabulary's padding cut off, soft-capped at 15."""
+        logits = self.lm_head(hidden)[..., :self.config.vocab_size].float()
+        return 15 * torch.tanh(logits / 15)
 
     def export_config(self) -> dict:
         return asdict(self.config)

@@ -32,6 +32,12 @@ class FavoursA(torch.nn.Module):
         logits[..., ord("a")] = 5.0
         return logits
 
+    def hidden(self, ids):  # the scorer takes hidden states, then the head's logits of the scored ones
+        return self.forward(ids)
+
+    def logits(self, hidden):
+        return hidden
+
 
 def test_multiple_choice_picks_the_continuation_with_the_lowest_mean_loss():
     model, tok = FavoursA(), CharTokenizer()

@@ -250,10 +250,13 @@ def test_all_runs_downloads_locally_and_every_compute_rule_as_a_slurm_job(cluste
     downloads = "localrule download_shard:"
     assert (failed.stdout + failed.stderr).count(downloads) == 3, "the shards were not downloaded locally"
     submitted = {rule for rule, _ in first + second}
-    # Local besides the downloads: `all` (a target, no command) and the report (seconds of Markdown and plots).
-    planned = set(jobs_run(failed)) - {"all", "download_shard", "report"}  # every job of the first run's plan
+    # Local besides the downloads: `all` (a target, no command), the report (seconds of Markdown and plots)
+    # and the evaluations' aggregates (means over their task records).
+    local = {"all", "download_shard", "report", "base_eval", "chat_eval"}
+    planned = set(jobs_run(failed)) - local  # every job of the first run's plan
     assert submitted == planned and "download_shard" not in submitted
-    assert {"tok_train", "base_train", "mid_train", "chat_sft", "chat_eval"} <= submitted
+    assert {"tok_train", "base_train", "mid_train", "chat_sft", "chat_eval_task"} <= submitted
+    assert not submitted & local
     for rule, job in second:
         assert job["JobState"] == "COMPLETED", (rule, job)
     assert (cluster_run["workdir"] / ".nanochat/report/report.md").is_file()
@@ -271,8 +274,9 @@ def test_after_a_failed_sft_the_same_command_reruns_sft_its_eval_and_the_report_
         log = cluster_run["workdir"] / f".snakemake/slurm_logs/rule_chat_sft/{job['JobId']}.log"
         assert "Trying to restart" not in log.read_text()
     done_first = {rule for rule, job in first if job["JobState"] == "COMPLETED"}
-    assert {"base_train", "mid_train", "base_loss", "base_eval"} <= done_first  # keep-going: not held up by SFT
-    assert sorted(rule for rule, _ in second) == ["chat_eval", "chat_sft"]  # and the local report
+    assert {"base_train", "mid_train", "base_loss", "chat_eval_task"} <= done_first  # keep-going: not held up by SFT
+    # SFT and the SFT model's four offline tasks, one job each (and, locally, their aggregate and the report)
+    assert sorted(rule for rule, _ in second) == ["chat_eval_task"] * 4 + ["chat_sft"]
     assert "localrule report:" in cluster_run["rerun"].stdout + cluster_run["rerun"].stderr
     assert cluster_run["mid_eval_unchanged"], "the rerun evaluated the midtrained model again"
     assert (cluster_run["workdir"] / ".nanochat/eval/chat_eval_sft.json").is_file()

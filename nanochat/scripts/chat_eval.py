@@ -68,7 +68,7 @@ def last_token_logits(model, prompts: list[list[int]], device) -> torch.Tensor:
     width = max(len(p) for p in prompts)
     ids = torch.tensor([p + [p[-1]] * (width - len(p)) for p in prompts], device=device)
     rows, last = torch.arange(len(prompts), device=device), torch.tensor([len(p) - 1 for p in prompts], device=device)
-    return model(ids)[rows, last]
+    return model.logits(model.hidden(ids)[rows, last])  # the head for the last positions only
 
 
 def answer_letters(model, tokenizer: Tokenizer, task: EvalTask, items: list[dict], device) -> list[int]:
