@@ -30,11 +30,12 @@ import time
 from pathlib import Path
 
 import torch
+from engine_decode import NoStopTokenizer  # bench/, the folder this script runs from
 
 from nanochat.catalog import CORE_TASKS
 from nanochat.compute import init_compute
 from nanochat.core_eval import score_batch
-from nanochat.engine import Engine
+from nanochat.engine import Engine, right_padded
 from nanochat.gpt import GPT, GPTConfig
 from nanochat.scripts.base_eval import BaseEvalSettings
 from nanochat.scripts.chat_eval import ChatEvalSettings, last_token_logits
@@ -47,20 +48,6 @@ CORE_LM_TASKS = {"jeopardy", "bigbench_qa_wikidata", "lambada_openai", "bigbench
                  "bigbench_cs_algorithms", "bigbench_operators", "bigbench_repeat_copy_logic"}  # baseline 0
 CHAT_TASK_ITEMS = {"ARC-Easy": 2376, "ARC-Challenge": 1172, "MMLU": 14042, "GSM8K": 1319, "HumanEval": 164,
                    "SpellingBee": 500}  # test-set sizes (hub); SpellingBee: nanochat.tasks.spellingbee.items()
-
-
-class NoStopTokenizer:
-    """What the engine needs of a tokenizer, with special tokens outside the vocabulary: no row stops early."""
-    bos_id = -1
-
-    def special_id(self, token: str) -> int:
-        return -2 - hash(token) % 1000
-
-    def decode(self, ids: list[int]) -> str:
-        return ""
-
-    def encode(self, text: str) -> list[int]:
-        return []
 
 
 def random_ids(rng: random.Random, n: int) -> list[int]:
@@ -84,8 +71,7 @@ def core_items(kind: str, n: int, rng: random.Random) -> list[tuple]:
 def full_logits_score(model, task_type: str, item: tuple, device) -> bool:
     """The scorer before batching (and upstream's way): one item per forward, the logits of every position."""
     seqs, spans, gold = item
-    width = max(len(s) for s in seqs)
-    ids = torch.tensor([s + [s[-1]] * (width - len(s)) for s in seqs], device=device)
+    ids = right_padded(seqs, device)
     logits = model(ids).float()
     if task_type == "language_modeling":
         a, b = spans[0]

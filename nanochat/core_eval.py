@@ -27,6 +27,8 @@ from pathlib import Path
 import torch
 import yaml
 
+from nanochat.engine import right_padded
+
 SHUFFLE_SEED = 1337  # the order of a task's items, so that `max_items` takes a fixed random subset
 FEWSHOT_SEED = 1234  # + the item's index: which other items are its few-shot examples
 
@@ -100,8 +102,7 @@ def score_batch(model, task_type: str, prepared: list[tuple[list[list[int]], lis
     head (position t predicts token t + 1)."""
     rows = [seq for seqs, _, _ in prepared for seq in seqs]
     spans = [span for _, item_spans, _ in prepared for span in item_spans]
-    width = max(len(s) for s in rows)
-    ids = torch.tensor([s + [s[-1]] * (width - len(s)) for s in rows], device=device)  # padding is never scored
+    ids = right_padded(rows, device)  # padding is never scored
     row_of = torch.tensor([r for r, (a, b) in enumerate(spans) for _ in range(a, b)], device=device)
     position = torch.tensor([t for a, b in spans for t in range(a - 1, b - 1)], device=device)
     logits = model.logits(model.hidden(ids)[row_of, position])

@@ -51,6 +51,13 @@ def use_calculator(expr: str, timeout_s: int = 3) -> str | None:
     return str(round(value, 6) if isinstance(value, float) else value)
 
 
+def right_padded(rows: list[list[int]], device: torch.device | str) -> torch.Tensor:
+    """Token rows of different lengths as one (rows, longest) tensor, each padded with its last token. Under
+    causal attention no position sees what follows it, so every real position computes as it would alone."""
+    width = max(len(r) for r in rows)
+    return torch.tensor([r + [r[-1]] * (width - len(r)) for r in rows], device=device)
+
+
 class _Row:
     """One completion being generated: tool output still to feed, an open python call, whether it ended."""
 
@@ -120,9 +127,8 @@ class Engine:
         every row decodes at its own position (KVCache.set_lengths)."""
         model, device = self.model, self.model.lm_head.weight.device
         lengths = [len(p) for p in prompts]
-        width = max(lengths)
-        cache = self._cache(len(prompts), width + max_tokens)
-        ids = torch.tensor([p + [p[-1]] * (width - len(p)) for p in prompts], device=device)
+        ids = right_padded(prompts, device)
+        cache = self._cache(len(prompts), ids.size(1) + max_tokens)
         last = torch.tensor(lengths, device=device) - 1
         logits = model.logits(model.hidden(ids, kv_cache=cache)[torch.arange(len(prompts), device=device), last])
         cache.set_lengths(lengths)

@@ -36,7 +36,7 @@ from nanochat.catalog import CATALOG
 from nanochat.checkpoint import load_model
 from nanochat.common import progress_logger, run_record, start_compute_stage, write_json_atomic
 from nanochat.compute import init_compute
-from nanochat.engine import Engine
+from nanochat.engine import Engine, right_padded
 from nanochat.layout import CHAT_EVAL_TASKS
 from nanochat.tasks.common import LETTERS, EvalTask
 from nanochat.tokenizer import Tokenizer
@@ -65,8 +65,7 @@ def aggregates(results: dict, source: str) -> dict:
 def last_token_logits(model, prompts: list[list[int]], device) -> torch.Tensor:
     """(prompts, vocab): the logits after each prompt's last token, the prompts right-padded into one forward
     (causal attention: no prompt sees the padding)."""
-    width = max(len(p) for p in prompts)
-    ids = torch.tensor([p + [p[-1]] * (width - len(p)) for p in prompts], device=device)
+    ids = right_padded(prompts, device)
     rows, last = torch.arange(len(prompts), device=device), torch.tensor([len(p) - 1 for p in prompts], device=device)
     return model.logits(model.hidden(ids)[rows, last])  # the head for the last positions only
 
