@@ -21,6 +21,7 @@ from nanochat.checkpoint import StepCheckpoints, load_model, save_final
 from nanochat.common import run_hash, run_record, start_compute_stage, write_json_atomic
 from nanochat.compute import Compute, init_compute, shutdown
 from nanochat.loss_eval import evaluate_loss
+from nanochat.sharding import ParameterShards
 from nanochat.tokenizer import Tokenizer
 from nanochat.training import RuntimeSettings, StopRequest, add_attempt_flag, train_loop
 
@@ -44,6 +45,7 @@ class ChatStage:
     tokenizer: Tokenizer
     model: Any
     optimizers: list
+    shards: ParameterShards | None  # each process's share of the parameters, when the optimizer is sharded
     checkpoints: StepCheckpoints
     history: list
     loader_state: dict | None
@@ -62,7 +64,8 @@ class ChatStage:
         train_loop(self.model, self.optimizers, loader, steps=steps, warmdown_ratio=self.cfg.warmdown_ratio,
                    grad_clip=self.cfg.grad_clip, compute=self.compute, runtime=self.runtime,
                    checkpoints=self.checkpoints, history=self.history, meta=self.meta, evaluate=evaluate,
-                   metric=metric, tokens_per_step=tokens_per_step, stop=self.stop, loss_fn=loss_fn)
+                   metric=metric, tokens_per_step=tokens_per_step, stop=self.stop, loss_fn=loss_fn,
+                   shards=self.shards)
 
     def finish(self, steps: int, metric: str, record: dict) -> None:
         """Write the final checkpoint and the stage's record (rank 0), and leave the process group."""
@@ -100,16 +103,19 @@ def setup(settings_cls: type, name: str, doc: str, argv: list[str] | None, **ext
     model, parent_meta = load_model(args.parent_dir, compute.device)
     model.train()
     lrs = base_lrs(parent_meta)
-    optimizers = model.setup_optimizers(*(lrs[k] * cfg.init_lr_frac for k in LR_KEYS[:3]), lrs["weight_decay"])
-    checkpoints = StepCheckpoints(args.ckpt_dir / run_hash(cfg, args.parent_dir / "model.pt"), compute)
+    shards = ParameterShards(model, compute) if compute.distributed and rt.shard_optimizer else None
+    optimizers = model.setup_optimizers(*(lrs[k] * cfg.init_lr_frac for k in LR_KEYS[:3]), lrs["weight_decay"],
+                                        owns=shards.owns if shards else None)
+    checkpoints = StepCheckpoints(args.ckpt_dir / run_hash(cfg, args.parent_dir / "model.pt"), compute,
+                                  sharded=shards is not None)
     resumed = checkpoints.load_latest(model, optimizers)
     state, loader_state = resumed if resumed else ({"history": []}, None)
     checkpoints.start_attempt(len(state["history"]), args.attempt)
     meta = {"settings": dataclasses.asdict(cfg), "model_config": model.export_config(), "stage": name,
             "tokenizer": str(args.tokenizer), "base_lrs": lrs, "parent": str(args.parent_dir),
             **{k: v for k, v in state.items() if k.startswith("initial_")}}
-    return ChatStage(name, args, cfg, rt, compute, Tokenizer.load(args.tokenizer), model, optimizers, checkpoints,
-                     state["history"], loader_state, meta, stop, started)
+    return ChatStage(name, args, cfg, rt, compute, Tokenizer.load(args.tokenizer), model, optimizers, shards,
+                     checkpoints, state["history"], loader_state, meta, stop, started)
 
 
 def train_on_conversations(settings_cls: type, name: str, pack: bool, doc: str, argv: list[str] | None) -> None:

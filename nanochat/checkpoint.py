@@ -4,8 +4,9 @@ written atomically (temp + rename).
 A step checkpoint is a folder `step_NNNNNN/` that rank 0 writes, resumable by any number of processes:
 
     model.pt     the weights
-    training.pt  the optimizers' state, whole: DDP averages gradients, so every rank holds the same state
-                 and rank 0's is everyone's (an optimizer sharded over ranks would gather its shards here);
+    training.pt  the optimizers' state by parameter name, whole: under DDP rank 0's (every rank holds the
+                 same), with a sharded optimizer (nanochat.sharding) the shares of every rank gathered; a
+                 resuming rank takes the state of the parameters its optimizers hold, whatever their number;
                  the data loader's state, the union of every rank's part (`save`); each rank's RNG state
     meta.json    written last: a folder without it is incomplete and ignored
 
@@ -42,7 +43,7 @@ from nanochat.gpt import GPT, GPTConfig
 
 log = logging.getLogger("nanochat.checkpoint")
 KEEP = 2  # step checkpoints kept: the one just saved and the newest before it
-FORMAT = 2  # of a step checkpoint; 1 (no "format" in meta.json) had a file per rank, tied to the world size
+FORMAT = 3  # of a step checkpoint; 2 kept optimizer state by position; 1 (no "format" in meta.json) had a file per rank
 STEP_FOLDER = re.compile(r"step_(\d{6,})")
 ATTEMPTS = "attempts.json"
 
@@ -96,10 +97,11 @@ def now() -> str:
 
 
 class StepCheckpoints:
-    def __init__(self, root: Path, compute: Compute):
+    def __init__(self, root: Path, compute: Compute, sharded: bool = False):
         """Step checkpoints of one run under `root`, whose train.log gathers the log of every attempt. Rank 0
-        holds the run's lock (nanochat.run_lock) from here to its exit, or stops naming the trainer that does."""
-        self.root, self.compute = Path(root), compute
+        holds the run's lock (nanochat.run_lock) from here to its exit, or stops naming the trainer that does.
+        `sharded`: each rank's optimizers hold the state of its own share of the parameters."""
+        self.root, self.compute, self.sharded = Path(root), compute, sharded
         if compute.is_master:
             run_lock.acquire(self.root)
             also_log_to(self.root / "train.log")
@@ -113,10 +115,16 @@ class StepCheckpoints:
         state, and the checkpoint keeps the union of the parts: so a part must be keyed the same way for any
         number of processes (the positions of this rank's own streams, or values every rank shares)."""
         parts = self.compute.gather((loader_state, rng_state(self.compute.device)))
+        names = {p: name for name, p in model.named_parameters()}
+        mine = [{names[p]: {k: v.cpu() if torch.is_tensor(v) else v for k, v in state.items()}
+                 for p, state in opt.state.items()} for opt in optimizers]
+        shares = self.compute.gather_to_master(mine if self.sharded or self.compute.is_master else None)
         if self.compute.is_master:
             folder = self.root / f"step_{step:06d}"
             save_atomic(model.state_dict(), folder / "model.pt")
-            save_atomic({"optimizers": [opt.state_dict() for opt in optimizers],
+            whole = [{name: state for share in shares if share for name, state in share[i].items()}
+                     for i in range(len(optimizers))]
+            save_atomic({"optimizers": whole,
                          "loader": {key: value for part, _ in parts for key, value in part.items()},
                          "rng": [rng for _, rng in parts]}, folder / "training.pt")
             write_json_atomic(folder / "meta.json",
@@ -140,8 +148,12 @@ class StepCheckpoints:
             meta, weights, state = loaded
             try:
                 model.load_state_dict(weights)
-                for opt, opt_state in zip(optimizers, state["optimizers"], strict=True):
-                    opt.load_state_dict(opt_state)
+                names = {p: name for name, p in model.named_parameters()}
+                for opt, saved in zip(optimizers, state["optimizers"], strict=True):
+                    # the parameters this rank's optimizer holds (all, or its share); none before a first step
+                    for p in (p for group in opt.param_groups for p in group["params"] if names[p] in saved):
+                        opt.state[p] = {k: v.to(p.device) if torch.is_tensor(v) and k != "step" else v
+                                        for k, v in saved[names[p]].items()}
             except (RuntimeError, ValueError, KeyError) as err:
                 raise SystemExit(f"error: step checkpoint {folder} does not fit this model: {err}") from err
             # Rank r continues its own random stream. A rank the saving run did not have takes rank 0's: every
@@ -162,8 +174,9 @@ class StepCheckpoints:
             meta = json.loads((folder / "meta.json").read_text())
             if meta.get("format") != FORMAT:
                 raise SystemExit(f"error: step checkpoint {folder} is in format {meta.get('format', 1)}, this "
-                                 f"version reads format {FORMAT} (format 1 had a file per process). Resume it with "
-                                 "the version that wrote it, or move the folder away to resume from an older one "
+                                 f"version reads format {FORMAT} (format 1 had a file per process, 2 kept optimizer "
+                                 "state by position). Resume it with the version that wrote it, or move the folder "
+                                 "away to resume from an older one "
                                  "or start over.")
             weights = torch.load(folder / "model.pt", map_location=self.compute.device)
             state = torch.load(folder / "training.pt", map_location="cpu", weights_only=False)

@@ -60,6 +60,14 @@ class Compute:
         dist.all_gather_object(objs, obj)
         return objs
 
+    def gather_to_master(self, obj: Any) -> list[Any] | None:
+        """`obj` of every rank, in rank order, on rank 0 only (None elsewhere); pickled, sent once each."""
+        if not self.distributed:
+            return [obj]
+        objs = [None] * self.world_size if self.is_master else None
+        dist.gather_object(obj, objs, dst=0)
+        return objs
+
     def barrier(self) -> None:
         if self.distributed:
             dist.barrier()

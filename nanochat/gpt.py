@@ -7,6 +7,7 @@
 """
 
 import math
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 import torch
@@ -198,13 +199,16 @@ class GPT(nn.Module):
         return 6 * nparams + 12 * c.n_layer * c.n_head * (c.n_embd // c.n_head) * c.sequence_len
 
     def setup_optimizers(self, embedding_lr: float, unembedding_lr: float, matrix_lr: float,
-                         weight_decay: float) -> list[torch.optim.Optimizer]:
-        """AdamW for embedding and head (LRs scaled by (d/768)^-0.5), Muon for every block matrix."""
+                         weight_decay: float, owns: Callable[[nn.Parameter], bool] | None = None
+                         ) -> list[torch.optim.Optimizer]:
+        """AdamW for embedding and head (LRs scaled by (d/768)^-0.5), Muon for every block matrix; over the
+        parameters `owns` selects (a process's share when the optimizer is sharded: nanochat.sharding)."""
         scale = (self.config.n_embd / 768) ** -0.5
-        adam_groups = [{"params": [self.transformer.wte.weight], "lr": embedding_lr * scale},
-                       {"params": [self.lm_head.weight], "lr": unembedding_lr * scale}]
+        owns = owns or (lambda p: True)
+        adam_groups = [{"params": [p for p in [self.transformer.wte.weight] if owns(p)], "lr": embedding_lr * scale},
+                       {"params": [p for p in [self.lm_head.weight] if owns(p)], "lr": unembedding_lr * scale}]
         adamw = torch.optim.AdamW(adam_groups, betas=(0.8, 0.95), eps=1e-10, weight_decay=weight_decay)
-        muon = Muon(self.transformer.h.parameters(), lr=matrix_lr, momentum=0.95)
+        muon = Muon([{"params": [p for p in self.transformer.h.parameters() if owns(p)]}], lr=matrix_lr, momentum=0.95)
         for opt in (adamw, muon):
             for group in opt.param_groups:
                 group["initial_lr"] = group["lr"]

@@ -20,6 +20,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 
 from nanochat.common import write_atomic
 from nanochat.compute import Compute, shutdown
+from nanochat.sharding import ParameterShards, optimizer_state_bytes
 
 log = logging.getLogger("nanochat.train")
 
@@ -31,6 +32,7 @@ class RuntimeSettings:
     """How training runs, not what it computes: changing these never reruns a stage."""
     device: str = ""  # cuda, cpu or mps; empty: the best one available
     compile: bool = False  # torch.compile the model (worth it on CUDA for long runs)
+    shard_optimizer: bool = True  # with several processes, each keeps optimizer state for and updates its share of the parameters (nanochat.sharding); false: DDP, the whole state on every process
     checkpoint_every: int = 500  # optimizer steps between resumable step checkpoints (0: none until the end)
     eval_every: int = 250  # optimizer steps between validation bits-per-byte evaluations (0: only at the end)
     eval_tokens: int = 10_485_760  # validation tokens per evaluation, over all processes
@@ -160,18 +162,19 @@ def init_wandb(runtime: RuntimeSettings, config: dict, is_master: bool, run_fold
 def train_loop(model, optimizers: list, loader, *, steps: int, warmdown_ratio: float, grad_clip: float, compute,
                runtime: RuntimeSettings, checkpoints, history: list[dict], meta: dict,
                evaluate: Callable[[], float], metric: str, tokens_per_step: int, stop: StopRequest,
-               loss_fn: Callable | None = None) -> None:
+               loss_fn: Callable | None = None, shards: ParameterShards | None = None) -> None:
     """Optimizer steps from len(history) to `steps`, shared by every training stage.
 
     Each step: gradient accumulation over the loader's micro-batches (DDP all-reduces on the last
-    only), clipping, the LR multiplier and Muon momentum for this step, the optimizer steps. Appends a
+    only; with `shards` the sharded step sums them instead), clipping, the LR multiplier and Muon
+    momentum for this step, the optimizer steps. Appends a
     history entry per step (with `metric` from `evaluate` every eval_every steps), writes step
     checkpoints every checkpoint_every steps, and on a stop request checkpoints and exits 75. How the
     attempt ends (completed, stopped, failed) goes to the run's attempts log (nanochat.checkpoint).
     The loss of a micro-batch is `loss_fn(model, batch)`, by default the model's own mean loss.
     """
-    train_model = model
-    if compute.distributed:
+    train_model, ddp = model, compute.distributed and shards is None
+    if ddp:
         train_model = DDP(model, device_ids=[compute.local_rank] if compute.device.type == "cuda" else None)
     if runtime.compile:
         train_model = torch.compile(train_model)
@@ -183,6 +186,7 @@ def train_loop(model, optimizers: list, loader, *, steps: int, warmdown_ratio: f
         wandb_run.log(entry, step=entry["step"])
     loss_fn = loss_fn or (lambda m, batch: m(*batch))
     step, accum = len(history), loader.accum
+    started_at = step
     try:
         while step < steps:
             t0 = time.time()
@@ -191,19 +195,25 @@ def train_loop(model, optimizers: list, loader, *, steps: int, warmdown_ratio: f
             for micro in range(accum):
                 batch = loader.next_batch(compute.device)
                 # DDP averages gradients across ranks only on the last micro-step.
-                last = micro == accum - 1 or not compute.distributed
+                last = micro == accum - 1 or not ddp
                 with contextlib.nullcontext() if last else train_model.no_sync(), compute.autocast():
                     loss = loss_fn(train_model, batch)
                     (loss / accum).backward()
                 loss_sum += loss.detach()
-            if grad_clip > 0:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
             for opt in optimizers:
                 for group in opt.param_groups:
                     group["lr"] = group["initial_lr"] * lr_mult
             optimizers[1].param_groups[0]["momentum"] = muon_momentum(step)
-            for opt in optimizers:
-                opt.step()
+            if shards:
+                shards.step(optimizers, grad_clip)
+            else:
+                if grad_clip > 0:
+                    torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+                for opt in optimizers:
+                    opt.step()
+            if step == started_at:  # the state exists from the first step on
+                sizes = compute.gather(optimizer_state_bytes(optimizers))
+                log.info("optimizer state per process: %s MB", ", ".join(f"{s / 1e6:.2f}" for s in sizes))
             model.zero_grad(set_to_none=True)
             loss_value = compute.all_reduce(loss_sum).item() / (accum * compute.world_size)
             if compute.device.type == "cuda":

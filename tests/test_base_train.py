@@ -192,6 +192,34 @@ def tiny_train(tiny_run: Path, out: Path, *flags: str, processes: int = 1) -> li
             f"--ckpt_dir={out}/steps", *flags, *shards[:-1]]
 
 
+def optimizer_megabytes(out: Path) -> list[float]:
+    """The optimizer state of each process, as the run logged it after its first step."""
+    [log] = out.glob("steps/*/train.log")
+    return [float(x) for x in re.search(r"optimizer state per process: ([\d., ]+) MB", log.read_text()).group(1).split(",")]
+
+
+def test_a_sharded_optimizer_on_2_and_4_processes_gives_the_losses_of_one_process(tiny_run, tmp_path):
+    """Each process keeps the optimizer state of its share of the parameters (nanochat.sharding): the same
+    losses as one process (and as DDP) over 10 steps, with the state split between the processes."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    runs, states = {}, {}
+    for name, processes, sharded in (("one", 1, True), ("ddp", 2, False), ("two", 2, True), ("four", 4, True)):
+        flags = ["--num_iterations=10", "--checkpoint_every=0", f"--shard_optimizer={sharded}"]
+        subprocess.run(tiny_train(tiny_run, tmp_path / name, *flags, processes=processes), check=True,
+                       capture_output=True, env=env)
+        runs[name] = json.loads((tmp_path / name / "base_train.json").read_text())
+        states[name] = optimizer_megabytes(tmp_path / name)
+    for name in ("ddp", "two", "four"):
+        for a, b in zip(runs["one"]["history"], runs[name]["history"], strict=True):
+            assert b["loss"] == pytest.approx(a["loss"], rel=1e-4), (name, a["step"])
+        assert runs[name]["val_bpb"] == pytest.approx(runs["one"]["val_bpb"], rel=1e-4)
+    [whole] = states["one"]
+    assert states["ddp"] == [whole, whole]  # DDP: every process the whole state
+    for name, processes in (("two", 2), ("four", 4)):
+        assert sum(states[name]) == pytest.approx(whole, abs=0.01) and max(states[name]) < whole / processes * 1.6
+    print({name: mb for name, mb in states.items()})
+
+
 def test_a_checkpoint_of_two_processes_resumes_on_one_at_its_step_with_the_same_data(tiny_run, tmp_path):
     """Two processes (gloo) train 8 steps, with a step checkpoint at 4; one process resumes from it and trains
     steps 5 to 8 on the same data: the same losses and model as the two processes', up to the order of the

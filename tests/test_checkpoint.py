@@ -57,16 +57,19 @@ def test_pruning_keeps_the_saved_checkpoint_and_the_one_before_and_never_a_newer
     assert [d.name for d in ckpts.complete()] == ["step_000050", "step_000004", "step_000003"]
 
 
-def test_a_checkpoint_in_another_format_is_an_error_naming_it(tmp_path):
-    """A step checkpoint of the format with a file per process (no "format" in meta.json) is neither
-    resumed from nor skipped in favour of an older one or a fresh start."""
+@pytest.mark.parametrize("old_format", [1, 2])
+def test_a_checkpoint_in_another_format_is_an_error_naming_it(tmp_path, old_format):
+    """A step checkpoint of an older format (1: a file per process, no "format" in meta.json; 2: optimizer
+    state by position) is neither resumed from nor skipped in favour of an older one or a fresh start."""
     folder = tmp_path / "step_000100"
     folder.mkdir()
     model, opts = make_model(0)
     torch.save(model.state_dict(), folder / "model.pt")
-    torch.save({"optimizers": [o.state_dict() for o in opts], "loader": [(3, 0)], "rng": {}}, folder / "rank0.pt")
-    (folder / "meta.json").write_text(json.dumps({"step": 100, "world_size": 1, "history": []}))
-    with pytest.raises(SystemExit, match=r"step_000100 is in format 1, this version reads format 2"):
+    state = {"optimizers": [o.state_dict() for o in opts], "loader": [(3, 0)], "rng": {}}
+    torch.save(state, folder / ("rank0.pt" if old_format == 1 else "training.pt"))
+    meta = {"step": 100, "world_size": 1, "history": [], **({"format": 2} if old_format == 2 else {})}
+    (folder / "meta.json").write_text(json.dumps(meta))
+    with pytest.raises(SystemExit, match=rf"step_000100 is in format {old_format}, this version reads format 3"):
         checkpoints(tmp_path).load_latest(model, opts)
     assert (folder / "meta.json").is_file()
 

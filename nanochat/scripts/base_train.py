@@ -25,6 +25,7 @@ from nanochat.compute import init_compute, shutdown
 from nanochat.dataloader import DataLoader
 from nanochat.gpt import GPT, GPTConfig
 from nanochat.loss_eval import eval_batches, evaluate_bpb
+from nanochat.sharding import ParameterShards
 from nanochat.tokenizer import Tokenizer
 from nanochat.training import RuntimeSettings, StopRequest, add_attempt_flag, train_loop
 
@@ -85,14 +86,16 @@ def main(argv: list[str] | None = None) -> None:
     torch.manual_seed(cfg.seed)
     model = GPT(model_config).to(compute.device)
     model.init_weights()
-    optimizers = model.setup_optimizers(cfg.embedding_lr, cfg.unembedding_lr, cfg.matrix_lr, cfg.weight_decay)
+    shards = ParameterShards(model, compute) if compute.distributed and rt.shard_optimizer else None
+    optimizers = model.setup_optimizers(cfg.embedding_lr, cfg.unembedding_lr, cfg.matrix_lr, cfg.weight_decay,
+                                        owns=shards.owns if shards else None)
     steps = num_steps(cfg, model.num_params(), model.flops_per_token())
     log.info("model %s: %s params, %.3g FLOPs/token; %d steps of %s tokens on %d x %s",
              model_config, f"{model.num_params():,}", model.flops_per_token(), steps, f"{cfg.total_batch_size:,}",
              compute.world_size, compute.device)
 
     run = run_hash(cfg, args.tokenizer, names=[Path(s).name for s in args.shards])
-    checkpoints = StepCheckpoints(args.ckpt_dir / run, compute)
+    checkpoints = StepCheckpoints(args.ckpt_dir / run, compute, sharded=shards is not None)
     resumed = checkpoints.load_latest(model, optimizers)
     meta, loader_state = resumed if resumed else ({"history": []}, None)
     history = meta["history"]
@@ -111,7 +114,8 @@ def main(argv: list[str] | None = None) -> None:
                   "tokenizer": str(args.tokenizer)}
     train_loop(model, optimizers, loader, steps=steps, warmdown_ratio=cfg.warmdown_ratio, grad_clip=cfg.grad_clip,
                compute=compute, runtime=rt, checkpoints=checkpoints, history=history, meta=model_meta,
-               evaluate=validation_bpb, metric="val_bpb", tokens_per_step=cfg.total_batch_size, stop=stop)
+               evaluate=validation_bpb, metric="val_bpb", tokens_per_step=cfg.total_batch_size, stop=stop,
+               shards=shards)
     val_bpb = history[-1]["val_bpb"]
     log.info("done: %d steps, final loss %.4f, validation %.4f bits/byte", steps, history[-1]["loss"], val_bpb)
     if compute.is_master:
