@@ -3,7 +3,8 @@
 - rotary embeddings (no learned positions), QK-norm, parameter-free RMSNorm
 - ReLU^2 MLP (4x), no biases, untied embedding and head
 - grouped-query attention (n_kv_head <= n_head), logits soft-capped at 15 in fp32
-- attention that works with a KV cache (prefill, single-token decode, chunked prefill)
+- attention that works with a KV cache (prefill, single-token decode, chunked prefill, rows decoding at
+  their own positions after a right-padded prefill)
 """
 
 import math
