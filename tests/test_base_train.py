@@ -195,7 +195,8 @@ def tiny_train(tiny_run: Path, out: Path, *flags: str, processes: int = 1) -> li
 def optimizer_megabytes(out: Path) -> list[float]:
     """The optimizer state of each process, as the run logged it after its first step."""
     [log] = out.glob("steps/*/train.log")
-    return [float(x) for x in re.search(r"optimizer state per process: ([\d., ]+) MB", log.read_text()).group(1).split(",")]
+    sizes = re.search(r"optimizer state per process: ([\d., ]+) MB", log.read_text()).group(1)
+    return [float(x) for x in sizes.split(",")]
 
 
 def test_a_sharded_optimizer_on_2_and_4_processes_gives_the_losses_of_one_process(tiny_run, tmp_path):
