@@ -15,13 +15,25 @@ REPO = Path(__file__).resolve().parent.parent
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
-def snakemake(workdir: Path, *args: str, profile: str = "local", env: dict | None = None,
+@pytest.fixture(autouse=True)
+def network_settings_restored(monkeypatch):
+    """A stage run inside the test process takes the process offline (nanochat.common.go_offline); the
+    processes later tests start (downloads) must not inherit that."""
+    for name in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "WANDB_MODE"):
+        if name in os.environ:
+            monkeypatch.setenv(name, os.environ[name])
+        else:
+            monkeypatch.delenv(name, raising=False)
+
+
+def snakemake(workdir: Path, *args: str, profile: str | Path = "local", env: dict | None = None,
               check: bool = True, timeout: float = 300, wait: bool = True):
     """Run the real workflow with a repo profile, its artefacts and metadata under `workdir`.
 
     With wait=False, return the running Popen (in its own process group, so a test can Ctrl-C it),
     its output going to `workdir/snakemake.out`."""
-    cmd = [sys.executable, "-m", "snakemake", "--profile", f"profiles/{profile}", "--directory", str(workdir), *args]
+    profile_dir = profile if os.path.isabs(profile) else f"profiles/{profile}"  # a repo profile, or a folder
+    cmd = [sys.executable, "-m", "snakemake", "--profile", profile_dir, "--directory", str(workdir), *args]
     full_env = {**os.environ, "HF_HUB_DISABLE_XET": "1", **(env or {})}
     if not wait:
         workdir.mkdir(parents=True, exist_ok=True)

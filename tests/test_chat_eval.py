@@ -15,7 +15,6 @@ from conftest import CONFIG, REPO, jobs_run, record, snakemake
 from hub_server import HubServer
 from nanochat import catalog, tasks
 from nanochat.checkpoint import load_model
-from nanochat.scripts import chat_eval
 from nanochat.scripts.chat_eval import aggregates, last_token_logits
 from nanochat.tasks import CHATCORE_TASKS, gsm8k, humaneval, spellingbee
 from nanochat.tasks.common import multiple_choice_prompt
@@ -108,9 +107,12 @@ def test_problems_generated_together_get_the_completion_each_gets_alone(straight
     answers = {}
     for batch_size in (1, 8):
         out = tmp_path / f"{batch_size}.json"
-        chat_eval.main([f"--task={task}", "--source=offline", "--max_problems=12", "--max_new_tokens=16",
-                        f"--batch_size={batch_size}", f"--model_dir={base}/base_checkpoints",
-                        f"--tokenizer={base}/tokenizer/tokenizer.json", f"--out={out}"])
+        # in a process of its own: a stage takes its process offline (HF_HUB_OFFLINE), which later tests' downloads
+        # would inherit
+        subprocess.run([sys.executable, "-m", "nanochat.scripts.chat_eval", f"--task={task}", "--source=offline",
+                        "--max_problems=12", "--max_new_tokens=16", f"--batch_size={batch_size}",
+                        f"--model_dir={base}/base_checkpoints", f"--tokenizer={base}/tokenizer/tokenizer.json",
+                        f"--out={out}"], check=True, capture_output=True)
         answers[batch_size] = json.loads(out.read_text())["answers"]
     assert len(answers[1]) == 12 and len(set(answers[1])) > 1  # answers that differ, so agreement means something
     assert answers[8] == answers[1]
