@@ -76,17 +76,11 @@ def test_interrupted_download_reruns_only_that_shard(tmp_path, hub):
         assert proc.poll() is None and time.time() < deadline, "download did not reach the stalled shard"
         time.sleep(0.2)
     os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C in the terminal
-    # Once Snakemake is stopping, the server lets go of the held-open download, as a real connection ends
-    # sooner or later: a client read that the Ctrl-C did not interrupt must not keep the run alive forever.
-    stopping = "Terminating processes on user request"
-    while proc.poll() is None and stopping not in (workdir / "snakemake.out").read_text():
-        assert time.time() < deadline, "Snakemake did not stop on Ctrl-C"
-        time.sleep(0.2)
-    hub.release()
-    proc.wait(timeout=600)  # a hang guard only
+    proc.wait(timeout=60)
     assert proc.returncode != 0
     assert not shard_path(workdir, 2).exists(), "a partial shard was left under its final name"
 
+    hub.release()
     hub.requests.clear()
     kept = [shard_path(workdir, i).stat().st_mtime_ns for i in (0, 1)]
     run(workdir, hub, "download")
