@@ -1,5 +1,6 @@
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -38,8 +39,11 @@ def snakemake(workdir: Path, *args: str, profile: str | Path = "local", env: dic
     if not wait:
         workdir.mkdir(parents=True, exist_ok=True)
         with open(workdir / "snakemake.out", "w") as out:
+            # SIGINT as a terminal gives it: a test runner started in the background (`cmd &`) ignores it, and
+            # its children would inherit that, so a test's Ctrl-C would never reach Snakemake.
             return subprocess.Popen(cmd, cwd=REPO, env=full_env, stdout=out, stderr=subprocess.STDOUT,
-                                    start_new_session=True)
+                                    start_new_session=True,
+                                    preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     result = subprocess.run(cmd, cwd=REPO, env=full_env, capture_output=True, text=True, timeout=timeout)
     if check and result.returncode != 0:
         raise AssertionError(f"snakemake {' '.join(args)} failed ({result.returncode}):\n{result.stderr[-6000:]}")
