@@ -33,7 +33,7 @@ class RuntimeSettings:
     device: str = ""  # cuda, cpu or mps; empty: the best one available
     compile: bool = False  # torch.compile the model (worth it on CUDA for long runs)
     shard_optimizer: bool = True  # with several processes, each keeps optimizer state for and updates its share of the parameters (nanochat.sharding); false: DDP, the whole state on every process
-    checkpoint_every: int = 500  # optimizer steps between resumable step checkpoints (0: none until the end)
+    checkpoint_every: int = 500  # optimizer steps between resumable step checkpoints, and one at the last step (0: none)
     eval_every: int = 250  # optimizer steps between validation bits-per-byte evaluations (0: only at the end)
     eval_tokens: int = 10_485_760  # validation tokens per evaluation, over all processes
     log_every: int = 10  # optimizer steps between progress lines
@@ -169,7 +169,7 @@ def train_loop(model, optimizers: list, loader, *, steps: int, warmdown_ratio: f
     only; with `shards` the sharded step sums them instead), clipping, the LR multiplier and Muon
     momentum for this step, the optimizer steps. Appends a
     history entry per step (with `metric` from `evaluate` every eval_every steps), writes step
-    checkpoints every checkpoint_every steps, and on a stop request checkpoints and exits 75. How the
+    checkpoints every checkpoint_every steps and at the last, and on a stop request checkpoints and exits 75. How the
     attempt ends (completed, stopped, failed) goes to the run's attempts log (nanochat.checkpoint).
     The loss of a micro-batch is `loss_fn(model, batch)`, by default the model's own mean loss.
     """
@@ -227,7 +227,9 @@ def train_loop(model, optimizers: list, loader, *, steps: int, warmdown_ratio: f
             if wandb_run:
                 wandb_run.log(entry, step=step)
             stopping = step < steps and stop.due(time.time() - t0, compute)
-            if stopping or (runtime.checkpoint_every and step % runtime.checkpoint_every == 0 and step < steps):
+            # The last step is checkpointed too: a job killed between the end of training and its outputs
+            # (a time limit during the final evaluation or save) is resumed with no step to redo.
+            if stopping or (runtime.checkpoint_every and (step % runtime.checkpoint_every == 0 or step == steps)):
                 checkpoints.save(step, model, optimizers, loader.state_dict(), {**meta, "history": history})
             if stopping:
                 log.warning("stopped at step %d on %s; rerun to resume", step, stop.reason)

@@ -236,6 +236,7 @@ def test_a_checkpoint_of_two_processes_resumes_on_one_at_its_step_with_the_same_
 
     for name in ("model.pt", "meta.json", "base_train.json"):  # the outputs of a run that was stopped there
         (tmp_path / name).unlink()
+    shutil.rmtree(log.parent / "step_000008")  # and the checkpoint of its last step
     subprocess.run(tiny_train(tiny_run, tmp_path, *flags), check=True, capture_output=True, env=env)
     text = log.read_text()
     assert f"resuming from {checkpoint} (step 4)" in text
@@ -252,6 +253,24 @@ def test_a_checkpoint_of_two_processes_resumes_on_one_at_its_step_with_the_same_
     one_weights = torch.load(tmp_path / "model.pt")
     difference = torch.cat([(one_weights[k] - w).flatten() for k, w in two_weights.items()])
     assert difference.norm() < 1e-3 * torch.cat([w.flatten() for w in two_weights.values()]).norm()
+
+
+def test_a_run_killed_after_its_last_step_resumes_with_no_step_to_redo(tiny_run, tmp_path):
+    """SLURM's time limit can come after the last step, during the final evaluation or save: the job is then
+    TIMEOUT and its outputs are removed. The last step has its checkpoint, so the retry trains nothing and
+    writes the same model."""
+    cmd = tiny_train(tiny_run, tmp_path, "--num_iterations=7", "--checkpoint_every=4")
+    subprocess.run(cmd, check=True, capture_output=True)
+    first, first_weights = json.loads((tmp_path / "base_train.json").read_text()), torch.load(tmp_path / "model.pt")
+    for name in ("model.pt", "meta.json", "base_train.json"):  # what Snakemake removes of a failed job
+        (tmp_path / name).unlink()
+    subprocess.run(cmd, check=True, capture_output=True)
+    [log] = tmp_path.glob("steps/*/train.log")
+    assert f"resuming from {log.parent / 'step_000007'} (step 7)" in log.read_text()
+    assert [(a["start_step"], a["end_step"], a["outcome"]) for a in read_attempts(log.parent)] == [
+        (0, 7, "completed"), (7, 7, "completed")]
+    assert json.loads((tmp_path / "base_train.json").read_text())["val_bpb"] == first["val_bpb"]
+    assert all(torch.equal(w, first_weights[k]) for k, w in torch.load(tmp_path / "model.pt").items())
 
 
 def test_a_retry_after_an_attempt_without_progress_stops_at_once_saying_why(tiny_run, tmp_path):

@@ -14,7 +14,7 @@ import yaml
 
 from conftest import REPO, snakemake
 from nanochat.checkpoint import read_attempts
-from test_slurm import TWIN, submissions, twin_running
+from test_slurm import TWIN, check_attempts_chain, submissions, twin_running
 
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(not twin_running(), reason="no SLURM twin (tests/slurm/twin.sh)")]
 
@@ -81,8 +81,5 @@ def test_a_two_node_job_killed_at_its_time_limit_resumes_as_a_two_node_job(two_n
     attempts = read_attempts(run)
     print("attempts:", [(a["start_step"], a["end_step"], a["outcome"]) for a in attempts])
     assert [a["slurm_job"] for a in attempts] == [job["JobId"] for job in runs]
-    assert all((a["outcome"] or "").startswith("stopped on SIGTERM") for a in attempts[:-1]), attempts
-    for attempt, following in zip(attempts, attempts[1:]):
-        assert following["start_step"] == attempt["end_step"] > attempt["start_step"]
-    assert attempts[-1]["outcome"] == "completed" and attempts[-1]["end_step"] == 1500
+    check_attempts_chain(attempts, "stopped on SIGTERM", 1500)
     assert "continuing on" not in (run / "train.log").read_text()  # every attempt had the two processes
