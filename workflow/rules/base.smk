@@ -24,8 +24,6 @@ rule base_train:
         log_path("base_train"),
     benchmark:
         benchmark_path("base_train")
-    conda:
-        "../envs/train.yaml"
     shell:
         # {RUNTIME} (config `runtime`: device, checkpoint/eval/log frequency, wandb) is deliberately not a
         # param, here and in every training rule: how a model trains must never retrain it.
@@ -50,8 +48,6 @@ rule base_loss:
     threads: 16
     log:
         log_path("base_loss"),
-    conda:
-        "../envs/train.yaml"
     shell:
         "python -m nanochat.scripts.base_loss {params.settings} --model_dir={params.model_dir}"
         " --tokenizer={input.tokenizer} --train={input.train} --val={input.val} --out={output.record} 2> {log}"

@@ -25,8 +25,6 @@ rule mid_train:
         log_path("mid_train"),
     benchmark:
         benchmark_path("mid_train")
-    conda:
-        "../envs/train.yaml"
     shell:
         # {RUNTIME} is not a param on purpose: how a model trains must never retrain it (base.smk).
         "python -m nanochat.launch nanochat.scripts.mid_train {params.settings} {RUNTIME} --attempt={resources.attempt}"
@@ -56,8 +54,6 @@ rule chat_sft:
         log_path("chat_sft"),
     benchmark:
         benchmark_path("chat_sft")
-    conda:
-        "../envs/train.yaml"
     shell:
         # {RUNTIME} is not a param on purpose: how a model trains must never retrain it (base.smk).
         "python -m nanochat.launch nanochat.scripts.chat_sft {params.settings} {RUNTIME} --attempt={resources.attempt}"
@@ -86,8 +82,6 @@ rule chat_rl:
         log_path("chat_rl"),
     benchmark:
         benchmark_path("chat_rl")
-    conda:
-        "../envs/train.yaml"
     shell:
         # {RUNTIME} is not a param on purpose: how a model trains must never retrain it (base.smk).
         "python -m nanochat.launch nanochat.scripts.chat_rl {params.settings} {RUNTIME} --attempt={resources.attempt}"

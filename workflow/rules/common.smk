@@ -11,7 +11,7 @@ from nanochat import layout
 from nanochat.catalog import CATALOG, CHAT_EVAL_TEST_SETS, CORE_TASKS, MIXTURES, mixture_entries, reachable, source_url
 
 # Jobs run `python -m nanochat...`: find the Python that runs Snakemake (e.g. an unactivated .venv)
-# first. A conda env from --sdm conda is activated inside the job and still comes first.
+# first. Its environment is every job's: there are no per-rule environments (docs/how-to/setup-environment.md).
 os.environ.update(PATH=os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", ""))
 
 BASE = Path(os.path.expandvars(config["workflow"]["base_dir"])).expanduser()

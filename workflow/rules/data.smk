@@ -12,8 +12,6 @@ rule download_shard:
     log:
         log_path("download_shard", "shard_{index}"),
     retries: 2
-    conda:
-        "../envs/data.yaml"
     shell:
         "python -m nanochat.scripts.download fineweb_edu --index=$((10#{wildcards.index})) --out={output.shard}"
         " 2> {log}"
@@ -29,8 +27,6 @@ rule download_hub:
     log:
         log_path("download_hub", "{name}"),
     retries: 2
-    conda:
-        "../envs/data.yaml"
     shell:
         "python -m nanochat.scripts.download {wildcards.name} --out={output.folder} 2> {log}"
 
@@ -42,8 +38,6 @@ rule download_eval_bundle:
     log:
         log_path("download_eval_bundle"),
     retries: 2
-    conda:
-        "../envs/data.yaml"
     shell:
         "python -m nanochat.scripts.download eval_bundle --out={output.bundle} 2> {log}"
 
@@ -60,8 +54,6 @@ rule download_file:
     log:
         log_path("download_file", "{file}"),
     retries: 2
-    conda:
-        "../envs/data.yaml"
     shell:
         "python -m nanochat.scripts.download {params.name} --out={output.file} 2> {log}"
 
@@ -76,8 +68,6 @@ rule base_data:
         index=r"\d{5}",
     log:
         log_path("base_data", "shard_{index}"),
-    conda:
-        "../envs/data.yaml"
     shell:
         "python -m nanochat.scripts.base_data {params.settings} --index=$((10#{wildcards.index}))"
         " --out={output.shard} 2> {log}"

@@ -23,8 +23,6 @@ rule base_eval_task:
         log_path("base_eval", "{task}"),
     benchmark:
         benchmark_path("base_eval", "{task}")
-    conda:
-        "../envs/train.yaml"
     shell:
         "python -m nanochat.scripts.base_eval {params.settings} --task={wildcards.task} --bundle_dir={input.bundle}"
         " --model_dir={params.model_dir} --tokenizer={input.tokenizer} --out={output.record} 2> {log}"
@@ -40,8 +38,6 @@ rule base_eval:
         settings=cli("base_eval"),
     log:
         log_path("base_eval"),
-    conda:
-        "../envs/train.yaml"
     shell:
         "python -m nanochat.scripts.base_eval {params.settings} --out={output.record} {input.tasks} 2> {log}"
 
@@ -66,8 +62,6 @@ rule chat_eval_task:
         log_path("chat_eval", "{model}_{task}"),
     benchmark:
         benchmark_path("chat_eval", "{model}_{task}")
-    conda:
-        "../envs/train.yaml"
     shell:
         "python -m nanochat.scripts.chat_eval {params.settings} --task={wildcards.task}"
         " --model_dir={params.model_dir} --tokenizer={input.tokenizer} --hub_dir={params.hub_dir}"
@@ -86,7 +80,5 @@ rule chat_eval:
         model="|".join(CKPT),
     log:
         log_path("chat_eval", "{model}"),
-    conda:
-        "../envs/train.yaml"
     shell:
         "python -m nanochat.scripts.chat_eval {params.settings} --out={output.record} {input.tasks} 2> {log}"

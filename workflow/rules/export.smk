@@ -23,8 +23,6 @@ rule export:
     threads: 4
     log:
         log_path("export", "{model}"),
-    conda:
-        "../envs/train.yaml"
     shell:
         "python -m nanochat.scripts.export {params.settings} --model_dir={params.model_dir}"
         " --tokenizer={input.tokenizer} --out={params.out_dir} 2> {log}"

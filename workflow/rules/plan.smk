@@ -20,8 +20,6 @@ rule plan:
         data=DATA,  # the catalog entries this config downloads
     log:
         log_path("plan"),
-    conda:
-        "../envs/train.yaml"
     shell:
         "python -m nanochat.scripts.plan --sections={params.sections:q} --gpu={params.gpu} --gpus={params.gpus}"
         " --job_minutes={params.job_minutes} --base_dir={params.base_dir} {params.data} 2>&1 | tee {log}"

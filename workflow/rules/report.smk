@@ -25,8 +25,6 @@ rule report:
         data=" ".join(f"--data={name}" for name in DATA),
     log:
         log_path("report"),
-    conda:
-        "../envs/train.yaml"
     shell:
         "python -m nanochat.scripts.report {params.settings} {params.data} --out_dir={params.out_dir}"
         " {input.records} 2> {log}"

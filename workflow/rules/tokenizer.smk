@@ -16,8 +16,6 @@ rule tok_train:
         log_path("tok_train"),
     benchmark:
         benchmark_path("tok_train")
-    conda:
-        "../envs/train.yaml"
     shell:
         "RAYON_NUM_THREADS={threads} python -m nanochat.scripts.tok_train {params.settings}"
         " --out_dir={params.out_dir} {input.shards} 2> {log}"
@@ -34,8 +32,6 @@ rule tok_eval:
         settings=cli("tok_eval"),
     log:
         log_path("tok_eval"),
-    conda:
-        "../envs/train.yaml"
     shell:
         "python -m nanochat.scripts.tok_eval {params.settings} --tokenizer={input.tokenizer}"
         " --train={input.train} --val={input.val} --out={output.record} 2> {log}"
