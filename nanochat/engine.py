@@ -100,7 +100,7 @@ class Engine:
 
     @torch.inference_mode()
     def generate(self, tokens: list[int], num_samples: int = 1, max_tokens: int = 256, temperature: float = 1.0,
-                 top_k: int = 0, seed: int = 42) -> Iterator[list[int | None]]:
+                 top_k: int = 0, seed: int = 42, top_p: float = 1.0) -> Iterator[list[int | None]]:
         """Yield, per decoding step, the next token of each completion (None once that one has ended)."""
         model, device = self.model, self.model.lm_head.weight.device
         cache = self._cache(1, len(tokens) + max_tokens)
@@ -110,7 +110,7 @@ class Engine:
         rng = torch.Generator(device=device).manual_seed(seed)
         rows = [_Row() for _ in range(num_samples)]
         for _ in range(max_tokens):
-            sampled = self._sample(logits, temperature, top_k, rng)
+            sampled = self._sample(logits, temperature, top_k, top_p, rng)
             step = [self._advance(row, token) for row, token in zip(rows, sampled)]
             yield step
             if all(row.done for row in rows):
@@ -145,13 +145,19 @@ class Engine:
         return out
 
     @staticmethod
-    def _sample(logits: torch.Tensor, temperature: float, top_k: int, rng: torch.Generator) -> list[int]:
+    def _sample(logits: torch.Tensor, temperature: float, top_k: int, top_p: float, rng: torch.Generator) -> list[int]:
+        """Greedy at temperature 0; else a draw among the top_k most likely tokens (0: all), then among the
+        most likely whose probabilities reach top_p together (nucleus sampling; 1: all)."""
         if temperature <= 0:
             return logits.argmax(dim=-1).tolist()
         if top_k:
             kth = torch.topk(logits, min(top_k, logits.size(-1))).values[:, -1:]
             logits = logits.masked_fill(logits < kth, float("-inf"))
         probs = F.softmax(logits.float() / temperature, dim=-1)
+        if top_p < 1.0:
+            ranked, order = probs.sort(dim=-1, descending=True)
+            ranked[ranked.cumsum(dim=-1) - ranked >= top_p] = 0.0  # those after the nucleus is complete
+            probs = torch.zeros_like(probs).scatter(-1, order, ranked)
         return torch.multinomial(probs, 1, generator=rng).view(-1).tolist()
 
     def generate_batch(self, tokens: list[int], num_samples: int = 1, **kwargs) -> list[list[int]]:
@@ -163,9 +169,10 @@ class Engine:
                     out[i].append(token)
         return out
 
-    def reply(self, tokens: list[int], max_tokens: int, temperature: float, top_k: int) -> Iterator[int]:
+    def reply(self, tokens: list[int], max_tokens: int, temperature: float, top_k: int, top_p: float = 1.0,
+              seed: int = 42) -> Iterator[int]:
         """The tokens of one completion as they are generated, without the stop token."""
-        for step in self.generate(tokens, 1, max_tokens, temperature, top_k):
+        for step in self.generate(tokens, 1, max_tokens, temperature, top_k, seed, top_p):
             if step[0] is None or step[0] in self.stop:
                 return
             yield step[0]

@@ -320,6 +320,9 @@ def test_cli_reference_lists_every_entry_point():
     for module in sorted(listed):
         result = subprocess.run([sys.executable, "-m", module, "--help"], cwd=REPO, capture_output=True, text=True)
         assert result.returncode == 0 or module == "nanochat.launch", f"{module} --help: {result.stderr[-500:]}"
+    listing = subprocess.run([Path(sys.executable).parent / "nanochat", "--help"], capture_output=True, text=True)
+    commands = re.findall(r"^    (\w+) +\S", listing.stdout.split("positional arguments:")[1], re.MULTILINE)
+    assert commands and all(f"| `nanochat {command}` |" in reference for command in commands), commands
 
 
 def test_profiles_reference_covers_every_setting():

@@ -68,6 +68,17 @@ def test_samples_share_the_prefill_but_differ(tokenizer):
     assert len(samples) == 4 and len({tuple(s) for s in samples}) > 1
 
 
+@pytest.mark.parametrize("top_p, nucleus", [(0.7, {0, 1}), (0.5, {0}), (0.95, {0, 1, 2}), (1.0, {0, 1, 2, 3})])
+def test_top_p_draws_from_the_smallest_set_of_likeliest_tokens_that_reaches_it(top_p, nucleus):
+    """Probabilities 0.5, 0.3, 0.15, 0.05: the nucleus of top_p is the likeliest tokens until their sum
+    reaches top_p; within it the draws keep their relative frequencies (here 0.5 : 0.3 for top_p 0.7)."""
+    logits = torch.tensor([[0.5, 0.3, 0.15, 0.05]]).log().expand(4000, -1)
+    draws = torch.tensor(Engine._sample(logits, 1.0, 0, top_p, torch.Generator().manual_seed(0)))
+    assert set(draws.tolist()) == nucleus
+    if top_p == 0.7:
+        assert (draws == 0).float().mean().item() == pytest.approx(0.5 / 0.8, abs=0.03)
+
+
 class Scripted(torch.nn.Module):
     """A stand-in model that writes a fixed script, one token per position, whatever it is fed."""
 

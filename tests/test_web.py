@@ -11,6 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
+from openai import BadRequestError, NotFoundError, OpenAI
 
 from conftest import REPO
 from nanochat.checkpoint import load_model
@@ -26,7 +27,7 @@ def server(chat_run):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    proc = subprocess.Popen([sys.executable, "-m", "nanochat.scripts.chat_web", "--host", "127.0.0.1",
+    proc = subprocess.Popen([Path(sys.executable).parent / "nanochat", "serve", "--host", "127.0.0.1",
                              "--port", str(port), "--workers", "2"], cwd=chat_run, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT)
     deadline = time.time() + 120
@@ -136,3 +137,80 @@ def test_control_tokens_typed_by_a_user_stay_text_and_the_reply_is_one_turn(serv
     engine = Engine(load_model(base / "sft_checkpoints")[0], tokenizer)
     expected = "".join(decode_stream(tokenizer, engine.reply(prompt, 12, 0.0, 50)))
     assert "".join(e["token"] for e in events[:-1]) == expected
+
+
+# OpenAI's chat completions API (/v1), through the official `openai` client.
+
+@pytest.fixture(scope="module")
+def client(server):
+    return OpenAI(base_url=f"http://127.0.0.1:{server}/v1", api_key="none", max_retries=0, timeout=300)
+
+
+def test_openai_client_lists_the_model(client):
+    assert [model.id for model in client.models.list()] == ["nanochat-sft"]
+
+
+def test_openai_completion_is_the_engines_greedy_reply_with_usage(client, chat_run):
+    messages = [{"role": "system", "content": "Be brief."}, user("Spell the word: light")]
+    reply = client.chat.completions.create(model="nanochat-sft", messages=messages, temperature=0, max_tokens=10)
+    tokenizer = Tokenizer.load(chat_run / ".nanochat/tokenizer/tokenizer.json")
+    prompt = tokenizer.render_for_completion(messages)
+    engine = Engine(load_model(chat_run / ".nanochat/sft_checkpoints")[0], tokenizer)
+    tokens = list(engine.reply(prompt, 10, 0.0, 0))
+    assert reply.choices[0].message.role == "assistant"
+    assert reply.choices[0].message.content == "".join(decode_stream(tokenizer, tokens))
+    assert reply.choices[0].finish_reason == ("length" if len(tokens) == 10 else "stop")
+    assert (reply.usage.prompt_tokens, reply.usage.completion_tokens) == (len(prompt), len(tokens))
+
+
+def test_openai_stream_gives_the_same_text_as_one_reply(client):
+    request = {"model": "nanochat-sft", "messages": [user("Why is the sky blue?")], "temperature": 0, "max_tokens": 16}
+    whole = client.chat.completions.create(**request).choices[0].message.content
+    chunks = list(client.chat.completions.create(**request, stream=True, stream_options={"include_usage": True}))
+    assert chunks[0].choices[0].delta.role == "assistant"
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == whole
+    assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] in ("stop", "length")
+    assert chunks[-1].usage.completion_tokens >= 1
+
+
+def test_openai_stop_strings_end_the_reply_before_them(client):
+    request = {"model": "nanochat-sft", "messages": [user("Why is the sky blue?")], "temperature": 0, "max_tokens": 24}
+    whole = client.chat.completions.create(**request).choices[0].message.content
+    assert len(whole) > 4, whole
+    stop = whole[3:5]  # a string the reply is known to contain
+    for stream in (False, True):
+        if stream:
+            text = "".join(c.choices[0].delta.content or "" for c in
+                           client.chat.completions.create(**request, stop=[stop], stream=True))
+        else:
+            text = client.chat.completions.create(**request, stop=stop).choices[0].message.content
+        assert text == whole[:whole.index(stop)], (stream, text, whole)
+
+
+def test_openai_sampling_with_a_seed_repeats_and_top_p_is_accepted(client):
+    request = {"model": "nanochat-sft", "messages": [user("Tell me a story.")], "temperature": 1.0, "top_p": 0.9,
+               "max_tokens": 12, "seed": 7, "extra_body": {"top_k": 40}}
+    first, second = (client.chat.completions.create(**request).choices[0].message.content for _ in range(2))
+    assert first == second
+
+
+@pytest.mark.parametrize("change, param", [
+    ({"temperature": 2.5}, "temperature"),
+    ({"top_p": 0}, "top_p"),
+    ({"max_tokens": 4097}, "max_tokens"),
+    ({"n": 2}, "n"),
+    ({"stop": ["a", "b", "c", "d", "e"]}, "stop"),
+    ({"messages": [user("x" * 8001)]}, "8000"),
+    ({"messages": [{"role": "assistant", "content": "hi"}]}, "the last message must be the user's"),
+    ({"messages": [user("hi"), {"role": "system", "content": "late"}, user("hi")]}, "system message"),
+])
+def test_openai_invalid_requests_get_a_400_naming_the_problem(client, change, param):
+    request = {"model": "nanochat-sft", "messages": [user("hi")], "max_tokens": 4, **change}
+    with pytest.raises(BadRequestError) as error:
+        client.chat.completions.create(**request)
+    assert error.value.status_code == 400 and param in str(error.value), str(error.value)
+
+
+def test_openai_unknown_model_is_a_404_naming_ours(client):
+    with pytest.raises(NotFoundError, match="nanochat-sft"):
+        client.chat.completions.create(model="gpt-4o", messages=[user("hi")], max_tokens=4)
