@@ -19,11 +19,35 @@ log = logging.getLogger("nanochat")
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
+# The loggers whose lines a run's terminal shows as they are written: training steps (loss, tok/s, ETA) and
+# resumes, downloads. Every line goes to stderr, which the rules send to their log files.
+LIVE_LOGGERS = ("nanochat.train", "nanochat.checkpoint", "nanochat.fetch")
+
+
 def setup_logging() -> None:
-    """One readable line per event, to stderr (Snakemake redirects it into the rule's log file)."""
+    """One readable line per event, to stderr (Snakemake redirects it into the rule's log file); the lines of
+    LIVE_LOGGERS also to stdout when that goes elsewhere: in a local run, Snakemake's terminal."""
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format=LOG_FORMAT, datefmt="%H:%M:%S")
     for chatty in ("httpx", "httpx2", "urllib3", "filelock"):  # one line per HTTP request otherwise
         logging.getLogger(chatty).setLevel(logging.WARNING)
+    live = logging.getLogger(LIVE_LOGGERS[0])
+    if stdout_is_not_stderr() and not any(getattr(h, "live", False) for h in live.handlers):
+        handler = logging.StreamHandler(sys.stdout)
+        handler.live = True
+        main = sys.modules["__main__"]
+        stage = main.__spec__.name.rpartition(".")[2] if getattr(main, "__spec__", None) else Path(sys.argv[0]).stem
+        handler.setFormatter(logging.Formatter(f"%(asctime)s {stage}: %(message)s", datefmt="%H:%M:%S"))
+        for name in LIVE_LOGGERS:
+            logging.getLogger(name).addHandler(handler)
+
+
+def stdout_is_not_stderr() -> bool:
+    """Whether stdout and stderr are different files (by hand in a terminal they are one: no line twice)."""
+    try:
+        out, err = os.fstat(sys.stdout.fileno()), os.fstat(sys.stderr.fileno())
+    except (OSError, ValueError, AttributeError):  # closed, or replaced by an object without a file
+        return False
+    return (out.st_dev, out.st_ino) != (err.st_dev, err.st_ino)
 
 
 def also_log_to(path: Path) -> None:

@@ -16,6 +16,7 @@ import logging
 import os
 import shutil
 import tempfile
+import time
 import urllib.request
 import zipfile
 from collections.abc import Callable
@@ -38,11 +39,22 @@ def sha256sum(path: Path) -> str:
     return h.hexdigest()
 
 
-def fetch_verified(what: str, download: Callable[[bool], Path], check: Callable[[Path], str | None]) -> Path:
-    """`download(again)` then `check`; why a download is unusable is logged and it is fetched again."""
+def megabytes(size: int | str | None) -> str:
+    return f"{int(size) / 1e6:,.1f} MB" if size is not None else "size unknown"
+
+
+def fetch_verified(what: str, download: Callable[[bool], Path], check: Callable[[Path], str | None],
+                   size: int | None = None) -> Path:
+    """`download(again)` then `check`; why a download is unusable is logged and it is fetched again. Each
+    attempt says when it starts and how long it took (shown live in a local run, see common.setup_logging)."""
     problem = None
     for attempt in range(1, ATTEMPTS + 1):
+        log.info("%s: downloading (%s)%s", what, megabytes(size), f", attempt {attempt}" if attempt > 1 else "")
+        started = time.time()
         path = download(attempt > 1)
+        seconds = time.time() - started
+        log.info("%s: %s in %.1f s (%.1f MB/s)", what, megabytes(path.stat().st_size), seconds,
+                 path.stat().st_size / 1e6 / max(seconds, 1e-3))
         problem = check(path)
         if problem is None:
             return path
@@ -72,8 +84,8 @@ def hub_file(entry: HubFiles, filename: str, out: Path, column: str | None = Non
         return Path(hf_hub_download(entry.repo, filename, repo_type="dataset", revision=entry.revision,
                                     local_dir=staging, force_download=again))
 
-    path = fetch_verified(f"{entry.repo}/{filename}", download, lambda p: check_hub_file(p, meta.size, meta.etag,
-                                                                                          column))
+    path = fetch_verified(f"{entry.repo}/{filename}", download,
+                          lambda p: check_hub_file(p, meta.size, meta.etag, column), meta.size)
     out.parent.mkdir(parents=True, exist_ok=True)
     os.replace(path, out)
     log.info("%s: %s bytes verified (commit %s, sha256 %s)", filename, meta.size, meta.commit_hash, meta.etag)
@@ -133,6 +145,17 @@ def check_word_list(path: Path) -> str | None:
     return None if words else "no words"
 
 
+def copy_logging_tenths(source, target, total: int, what: str) -> None:
+    """Copy in 1 MB blocks, logging each tenth of `total` bytes (when the server announced it) as it arrives."""
+    done, tenths = 0, 0
+    for block in iter(lambda: source.read(2 ** 20), b""):
+        target.write(block)
+        done += len(block)
+        if total and done * 10 // total > tenths:
+            tenths = done * 10 // total
+            log.info("%s: %d%% of %s", what, min(100, 10 * tenths), megabytes(total))
+
+
 CONTENT_CHECKS = {"eval_bundle": check_bundle, "conversations": check_conversations, "word_list": check_word_list}
 
 
@@ -149,7 +172,7 @@ def url_file(entry: UrlFile, out: Path) -> None:
         def download(again: bool) -> Path:
             with urllib.request.urlopen(url, timeout=60) as response, open(dest, "wb") as f:
                 got["size"] = response.headers.get("Content-Length")
-                shutil.copyfileobj(response, f, length=2 ** 20)
+                copy_logging_tenths(response, f, int(got["size"] or 0), url)
             return dest
 
         def check(path: Path) -> str | None:

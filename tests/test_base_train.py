@@ -48,6 +48,19 @@ def weights(workdir: Path) -> dict:
     return torch.load(workdir / ".nanochat/base_checkpoints/model.pt")
 
 
+def test_a_local_run_shows_training_progress_live_and_logs_it(tmp_path):
+    """The terminal of `snakemake --profile profiles/local` (its stdout) shows each progress line of
+    training as it is written (step, loss, tok/s, ETA); the rule's log file has every one of them too."""
+    run = snakemake(tmp_path, "base_train", "--config", "tok_train={vocab_size: 512}",
+                    "base_train={num_iterations: 10}", "runtime={log_every: 5, eval_every: 0}")
+    shown = re.findall(r"^\d\d:\d\d:\d\d base_train: (step +\d+/10 \| loss .* tok/s .* eta \S+)$", run.stdout,
+                       flags=re.M)
+    assert [line.split(" | ")[0] for line in shown] == ["step  5/10", "step 10/10"], run.stdout
+    log = (tmp_path / ".nanochat/logs/base_train/base_train.log").read_text()
+    assert all(line in log for line in shown)
+    assert "checkpoint saved" in run.stdout  # resumable state is news too; other lines stay in the log
+
+
 def test_sigkilled_training_resumes_bit_identically(straight_run, tmp_path):
     proc = snakemake(tmp_path, "base_train", *CONFIG, wait=False)
     deadline = time.time() + 300

@@ -41,9 +41,13 @@ def shard_path(workdir, i):
 
 def test_clean_download_then_compute_stays_offline(tmp_path, hub):
     workdir = tmp_path / "wd"
-    run(workdir, hub, "download")
+    downloads = run(workdir, hub, "download")
     for i in range(NUM_SHARDS):
         assert shard_path(workdir, i).read_bytes() == (hub.root / REPO_ID / shard_name(i)).read_bytes()
+        # Shown live in the terminal (Snakemake's stdout) and kept in the shard's log.
+        log = (workdir / ".nanochat/logs/download_shard" / shard_name(i).replace(".parquet", ".log")).read_text()
+        for line in (f"download: {REPO_ID}/{shard_name(i)}: downloading (", "MB/s)"):
+            assert line in downloads.stdout and line.split("download: ")[-1] in log, line
     assert sorted(hub.gets()) == [shard_name(i) for i in range(NUM_SHARDS)]
 
     requests_after_download = list(hub.requests)
