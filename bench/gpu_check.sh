@@ -3,7 +3,8 @@
 #   1. smoke: offline data -> tokenizer -> base_train -> base_loss -> mid_train -> chat_sft -> chat_eval
 #      with a small model (depth 4, the tiny preset's batch shapes), everything on cuda, then the
 #      evaluation throughput at d20 shape (bench/eval_throughput.py);
-#   2. throughput: d20 (upstream's speedrun shape, seq 2048, 32 x 2048 tokens per micro-batch) for a
+#   2. side by side with upstream at d20 shape (bench/side_by_side.py: tok/s, decoding, identical tokens);
+#   3. throughput: d20 (upstream's speedrun shape, seq 2048, 32 x 2048 tokens per micro-batch) for a
 #      few steps with torch.compile, printing tok/s and MFU per step.
 #     bash bench/gpu_check.sh [WORKDIR] [D20_STEPS]
 set -uo pipefail
@@ -48,6 +49,10 @@ $py -m nanochat.scripts.chat_eval --source=offline --out="$work/chat_eval_sft.js
     echo "chat_eval: a task record is missing"
 stage "evaluation throughput: d20 shape, one at a time vs batched"
 $py bench/eval_throughput.py --device=$device --items=64 --new_tokens=128 || exit 1
+
+stage "side by side with upstream (../shared/anchors): d20 shape, both compiled, bf16"
+$py bench/side_by_side.py --what train decode --depth=20 --width=1280 --vocab=65536 --seq_len=2048 --batch=32 \
+    --steps=10 --warmup=3 --reps=1 --compile --device=$device || echo "side by side failed"
 
 [ "$d20_steps" -gt 0 ] || exit 0
 stage "throughput: d20, compiled, $d20_steps steps"

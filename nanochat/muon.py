@@ -33,15 +33,20 @@ class Muon(torch.optim.Optimizer):
     @torch.no_grad()
     def step(self) -> None:
         for group in self.param_groups:
-            for p in group["params"]:
-                if p.grad is None:
-                    continue
-                state = self.state[p]
-                if "momentum_buffer" not in state:
-                    state["momentum_buffer"] = torch.zeros_like(p.grad)
-                buf = state["momentum_buffer"]
-                buf.lerp_(p.grad, 1 - group["momentum"])
-                g = p.grad.lerp(buf, group["momentum"]) if group["nesterov"] else buf
-                update = newton_schulz(g, group["ns_steps"])
+            params = [p for p in group["params"] if p.grad is not None]
+            for p in params:
+                if "momentum_buffer" not in self.state[p]:
+                    self.state[p]["momentum_buffer"] = torch.zeros_like(p.grad)
+            grads, bufs = [p.grad for p in params], [self.state[p]["momentum_buffer"] for p in params]
+            torch._foreach_lerp_(bufs, grads, 1 - group["momentum"])  # one kernel per list, not per tensor
+            updates = torch._foreach_lerp(grads, bufs, group["momentum"]) if group["nesterov"] else bufs
+            # Matrices of one shape are orthogonalized together, one batched Newton-Schulz per shape (a block
+            # has 3 or 4 shapes for its 6 matrices): small models spend their optimizer time in per-call overhead.
+            by_shape: dict[torch.Size, list[int]] = {}
+            for i, p in enumerate(params):
+                by_shape.setdefault(p.shape, []).append(i)
+            for shape, indices in by_shape.items():
+                orthogonal = newton_schulz(torch.stack([updates[i] for i in indices]), group["ns_steps"])
                 # Scale so tall and wide matrices get updates of comparable RMS.
-                p.add_(update, alpha=-group["lr"] * max(1.0, p.size(-2) / p.size(-1)) ** 0.5)
+                alpha = -group["lr"] * max(1.0, shape[-2] / shape[-1]) ** 0.5
+                torch._foreach_add_([params[i] for i in indices], list(orthogonal.unbind(0)), alpha=alpha)

@@ -261,11 +261,13 @@ def test_a_checkpoint_of_two_processes_resumes_on_one_at_its_step_with_the_same_
         assert a["loss"] == pytest.approx(b["loss"], rel=1e-3)
     assert one["val_bpb"] == pytest.approx(two["val_bpb"], rel=1e-3)
     # The weights as a whole: Muon amplifies the order-of-sums differences in the small, zero-initialised
-    # projections (5% apart after 8 steps on one and on two processes here). Measured: 1.2e-4 from the model
-    # of the two processes; 0.25 when two of the four streams resume from their start instead.
+    # projections (5% apart after 8 steps on one and on two processes here), and on a CPU with AMX its bf16
+    # Newton-Schulz rounds differently for the stacks of matrices each process orthogonalizes (its share of
+    # them). Measured, relative: 1.2e-3 from the model of the two processes (1.2e-4 when Muon took one matrix
+    # at a time); 0.25 when two of the four streams resume from their start instead.
     one_weights = torch.load(tmp_path / "model.pt")
     difference = torch.cat([(one_weights[k] - w).flatten() for k, w in two_weights.items()])
-    assert difference.norm() < 1e-3 * torch.cat([w.flatten() for w in two_weights.values()]).norm()
+    assert difference.norm() < 1e-2 * torch.cat([w.flatten() for w in two_weights.values()]).norm()
 
 
 def test_a_run_killed_after_its_last_step_resumes_with_no_step_to_redo(tiny_run, tmp_path):
