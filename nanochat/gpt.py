@@ -64,6 +64,7 @@ class KVCache:
         self.kv = torch.zeros(num_layers, 2, batch_size, num_heads, seq_len, head_dim, device=device, dtype=dtype)
         self.pos = 0  # tokens already cached (advanced after the last layer); with row lengths: the longest row
         self.lengths: torch.Tensor | None = None  # per-row tokens cached (B,), set after a padded prefill
+        self.mask: tuple[int, torch.Tensor] | None = None  # key_mask for position `pos`: every layer's, built once
 
     def set_lengths(self, lengths: list[int]) -> None:
         """From now on one token per row, each at its own position `lengths[row]`."""
@@ -74,8 +75,10 @@ class KVCache:
         """(B, 1, 1, keys) True where a row's query may attend: its own tokens so far (None: all rows alike)."""
         if self.lengths is None:
             return None
-        keys = torch.arange(self.pos + 1, device=self.kv.device)
-        return (keys[None, :] <= self.lengths[:, None])[:, None, None, :]
+        if self.mask is None or self.mask[0] != self.pos:  # the rows advance after the last layer only
+            keys = torch.arange(self.pos + 1, device=self.kv.device)
+            self.mask = self.pos, (keys[None, :] <= self.lengths[:, None])[:, None, None, :]
+        return self.mask[1]
 
     def insert(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         last_layer = layer == self.kv.size(0) - 1
