@@ -102,16 +102,23 @@ def long_config(stop_before_limit: int) -> list[str]:
             f"runtime={{checkpoint_every: 50, eval_every: 500, stop_before_limit: {stop_before_limit}}}"]
 
 
-def check_attempts_chain(attempts: list[dict], stopped: str, steps: int) -> None:
+def check_attempts_chain(attempts: list[dict], stopped: str, steps: int, killed_ok: bool = False) -> None:
     """A run of time-limited jobs: every attempt but the last stopped (`stopped`: how) or completed its steps
     before SLURM's limit came during its final evaluation or save (the job is then TIMEOUT and retried); each
-    attempt starts where the previous ended, from the checkpoint its stop (or its last step) wrote."""
+    attempt starts where the previous ended, from the checkpoint its stop (or its last step) wrote. With
+    `killed_ok`, an attempt may also have been killed before its stop checkpoint (no outcome): the next then
+    starts from its newest periodic checkpoint, after its own start."""
     for attempt in attempts[:-1]:
         outcome = attempt["outcome"] or ""
-        assert outcome.startswith(stopped) or (outcome == "completed" and attempt["end_step"] == steps), attempts
+        killed = killed_ok and attempt["outcome"] is None
+        assert killed or outcome.startswith(stopped) or (outcome == "completed" and attempt["end_step"] == steps), \
+            attempts
     assert attempts[-1]["outcome"] == "completed" and attempts[-1]["end_step"] == steps
     for attempt, following in zip(attempts, attempts[1:]):
-        assert following["start_step"] == attempt["end_step"] > attempt["start_step"]  # from its stop, onwards
+        if attempt["outcome"] is None:
+            assert following["start_step"] > attempt["start_step"], attempts  # onwards, from a periodic one
+        else:
+            assert following["start_step"] == attempt["end_step"] > attempt["start_step"]  # from its stop, onwards
 
 
 @pytest.mark.slow

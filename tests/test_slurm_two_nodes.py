@@ -81,5 +81,10 @@ def test_a_two_node_job_killed_at_its_time_limit_resumes_as_a_two_node_job(two_n
     attempts = read_attempts(run)
     print("attempts:", [(a["start_step"], a["end_step"], a["outcome"]) for a in attempts])
     assert [a["slurm_job"] for a in attempts] == [job["JobId"] for job in runs]
-    check_attempts_chain(attempts, "stopped on SIGTERM", 1500)
+    # Killed is allowed here (seen once in CI on this 2-core twin): at the limit SLURM also signals the job's
+    # batch step, whose Snakemake exits on SIGTERM; the allocation then ends, and the other steps' trainers can
+    # be gone before their stop checkpoint. The retry resumes from the newest periodic checkpoint, on 2 nodes.
+    # The profile's default, stop_before_limit 300, stops before the limit and never takes this path.
+    check_attempts_chain(attempts, "stopped on SIGTERM", 1500, killed_ok=True)
+    assert any((a["outcome"] or "").startswith("stopped on SIGTERM") for a in attempts)  # the path is exercised
     assert "continuing on" not in (run / "train.log").read_text()  # every attempt had the two processes
