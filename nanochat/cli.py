@@ -36,8 +36,8 @@ def model_arguments(parser: argparse.ArgumentParser, default: str) -> None:
 
 def export(args: argparse.Namespace) -> None:
     out = args.out or args.base_dir / layout.EXPORT / args.source
-    export_stage.main([f"--model_dir={find_model(args.base_dir, args.source)}", f"--out={out}", f"--dtype={args.dtype}",
-                f"--tokenizer={args.base_dir / layout.TOKENIZER / 'tokenizer.json'}"])
+    export_stage.main([f"--model_dir={find_model(args.base_dir, args.source)}", f"--out={out}",
+                       f"--dtype={args.dtype}", f"--tokenizer={args.base_dir / layout.TOKENIZER / 'tokenizer.json'}"])
     print(f"exported to {out}: AutoModelForCausalLM.from_pretrained({str(out)!r})")
 
 
@@ -45,9 +45,9 @@ def evaluate(args: argparse.Namespace) -> None:
     with tempfile.TemporaryDirectory() as scratch:
         out = args.out or Path(scratch) / "record.json"
         chat_eval.main([f"--task={args.task}", f"--source={args.data}", f"--max_problems={args.max_problems}",
-                    f"--model_dir={find_model(args.base_dir, args.source)}", f"--device={args.device}",
-                    f"--tokenizer={args.base_dir / layout.TOKENIZER / 'tokenizer.json'}",
-                    f"--hub_dir={args.base_dir / layout.HUB}", f"--out={out}"])
+                        f"--model_dir={find_model(args.base_dir, args.source)}", f"--device={args.device}",
+                        f"--tokenizer={args.base_dir / layout.TOKENIZER / 'tokenizer.json'}",
+                        f"--hub_dir={args.base_dir / layout.HUB}", f"--out={out}"])
         record = json.loads(out.read_text())
     print(f"{record['name']}: accuracy {record['accuracy']:.4f} on {record['n']} problems "
           f"(baseline {record['baseline']:.2f}), {args.source} model at step {record['model_step']}")
