@@ -104,7 +104,8 @@ class Engine:
         """Yield, per decoding step, the next token of each completion (None once that one has ended)."""
         model, device = self.model, self.model.lm_head.weight.device
         cache = self._cache(1, len(tokens) + max_tokens)
-        logits = model(torch.tensor([tokens], device=device), kv_cache=cache)[:, -1, :]
+        hidden = model.hidden(torch.tensor([tokens], device=device), kv_cache=cache)
+        logits = model.logits(hidden[:, -1])  # the head of the last position only: a vocab-sized matmul
         cache.kv = cache.kv.repeat(1, 1, num_samples, 1, 1, 1)  # every sample continues the one prefill
         logits = logits.expand(num_samples, -1)
         rng = torch.Generator(device=device).manual_seed(seed)

@@ -47,9 +47,10 @@ def norm(x: torch.Tensor) -> torch.Tensor:
 
 
 def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    d = x.shape[3] // 2
-    x1, x2 = x[..., :d], x[..., d:]
-    return torch.cat([x1 * cos + x2 * sin, x1 * (-sin) + x2 * cos], 3)
+    """Rotate each pair (x1[i], x2[i]) of the two halves of the head dim: [x1 cos + x2 sin, -x1 sin + x2 cos].
+    `cos` is [cos, cos] and `sin` [sin, -sin] over the whole head dim (GPT._rotary), and rolling x by half
+    gives [x2, x1]: three element-wise ops instead of eight, the same numbers bit for bit."""
+    return x * cos + x.roll(x.size(-1) // 2, dims=-1) * sin
 
 
 class KVCache:
@@ -85,9 +86,9 @@ class KVCache:
         if self.lengths is not None:  # one new token per row, at the row's own position
             if k.size(2) != 1 or self.pos + 1 > self.kv.size(4):
                 raise ValueError(f"rows at their own positions take one token at a time, up to {self.kv.size(4)}")
-            rows = torch.arange(k.size(0), device=k.device)
-            self.kv[layer, 0, rows, :, self.lengths] = k[:, :, 0]
-            self.kv[layer, 1, rows, :, self.lengths] = v[:, :, 0]
+            rows = torch.arange(k.size(0), device=k.device)  # index_put casts nothing: under autocast v is bf16
+            self.kv[layer, 0, rows, :, self.lengths] = k[:, :, 0].to(self.kv.dtype)
+            self.kv[layer, 1, rows, :, self.lengths] = v[:, :, 0].to(self.kv.dtype)
             keys = self.pos + 1
             if last_layer:
                 self.lengths += 1
@@ -179,7 +180,8 @@ class GPT(nn.Module):
     def _rotary(seq_len: int, head_dim: int, base: float = 10000.0) -> tuple[torch.Tensor, torch.Tensor]:
         inv_freq = 1.0 / base ** (torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim)
         freqs = torch.outer(torch.arange(seq_len, dtype=torch.float32), inv_freq)
-        return freqs.cos()[None, :, None, :], freqs.sin()[None, :, None, :]  # (1, T, 1, D/2)
+        cos, sin = freqs.cos(), freqs.sin()
+        return torch.cat([cos, cos], -1)[None, :, None, :], torch.cat([sin, -sin], -1)[None, :, None, :]  # (1, T, 1, D)
 
     @torch.no_grad()
     def init_weights(self) -> None:
@@ -237,7 +239,7 @@ class GPT(nn.Module):
             raise ValueError(f"sequence of {t0 + T} tokens exceeds the rotary cache ({self.rotary_len})")
         if kv_cache is not None and kv_cache.lengths is not None:  # each row's token at its own position
             positions = kv_cache.lengths.view(B, 1)
-            cos_sin = self.cos[0, positions], self.sin[0, positions]  # (B, 1, 1, D/2)
+            cos_sin = self.cos[0, positions], self.sin[0, positions]  # (B, 1, 1, D)
         else:
             cos_sin = self.cos[:, t0:t0 + T], self.sin[:, t0:t0 + T]
         x = norm(self.transformer.wte(idx))

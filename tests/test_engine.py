@@ -61,6 +61,17 @@ def test_prompts_decoded_together_give_each_prompt_its_own_greedy_completion(tok
     assert engine.generate_greedy(prompts, max_tokens=24) == alone
 
 
+def test_prompts_decode_together_under_bf16_autocast(tokenizer):
+    """chat_eval decodes under bf16 autocast on CUDA (and on CPUs with AMX): the fp32 cache takes the bf16
+    keys and values of rows at their own positions, and each row still gets its own greedy completion."""
+    engine = Engine(random_model(tokenizer.vocab_size), tokenizer)
+    engine.stop = set()
+    prompts = [tokenizer.encode(t, prepend_bos=True) for t in ["The answer is", "What is 12*3? It is"]]
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        alone = [engine.generate_batch(p, 1, max_tokens=12, temperature=0.0)[0] for p in prompts]
+        assert engine.generate_greedy(prompts, max_tokens=12) == alone
+
+
 def test_samples_share_the_prefill_but_differ(tokenizer):
     engine = Engine(random_model(tokenizer.vocab_size), tokenizer)
     samples = engine.generate_batch(tokenizer.encode("What is", prepend_bos=True), 4, max_tokens=12,
