@@ -12,6 +12,13 @@ the table gives medians and the ratio ours / upstream (> 1: ours faster). Same s
   train_avx512 the same, limited to AVX-512 with bf16 instructions but no AMX (Zen 4, Cooper Lake)
   decode       greedy decoding with each one's Engine and KV cache, from the same weights and prompt;
                the tokens must be identical
+  score_mc     CORE scoring (items/s) with each one's scorer, as its base_eval runs it, of the same items
+  score_schema of real offline text, tokenized alike (one token per byte), from the decoding weights:
+  score_lm     multiple choice (4 options), schema (2 contexts) and language modeling; the per-item
+               outcomes are compared (ours autocasts to bf16 where the CPU has AMX, upstream not)
+  tok_train    tokenizer training (MB of text per second) on the same offline documents, 10,000
+               characters each as tok_train cuts them, with the same vocabulary: upstream with rustbpe,
+               ours with HF tokenizers; bytes per token of both on held-out documents
 Upstream's processes import upstream's `nanochat` package: its folder comes first on PYTHONPATH.
 Skips, saying so, without ../shared/anchors. `bench/gpu_check.sh` runs it unchanged on a CUDA GPU.
 
@@ -36,16 +43,19 @@ import torch
 
 ANCHOR = Path(__file__).resolve().parents[1].parent / "shared" / "anchors" / "nanochat-48abd7d"
 RESULTS = Path(__file__).resolve().parent / "results"
-UNITS = {"train": "tok/s", "train_fp32": "tok/s", "train_avx2": "tok/s", "train_avx512": "tok/s", "decode": "tok/s"}
+UNITS = {"train": "tok/s", "train_fp32": "tok/s", "train_avx2": "tok/s", "train_avx512": "tok/s", "decode": "tok/s",
+         "score_mc": "items/s", "score_schema": "items/s", "score_lm": "items/s", "tok_train": "MB/s"}
+SCORE_KINDS = {"score_mc": "multiple_choice", "score_schema": "schema", "score_lm": "language_modeling"}
 # ONEDNN_MAX_CPU_ISA per measurement and side: oneDNN's limit, which our cpu_has_amx() reads too (nanochat.compute).
 ISA_LIMITS = {"train_fp32": {"ours": "AVX512_CORE_BF16"}, "train_avx2": {"ours": "AVX2", "upstream": "AVX2"},
               "train_avx512": {"ours": "AVX512_CORE_BF16", "upstream": "AVX512_CORE_BF16"}}
 
 
 class StubTokenizer:
-    """What both engines ask of a tokenizer, with special tokens outside the vocabulary: a random model
-    never stops early, and both decode exactly the tokens asked for."""
-    bos_id = -1
+    """What both engines and both CORE scorers ask of a tokenizer. Decoding: special tokens outside the
+    vocabulary, so a random model never stops early and both decode exactly the tokens asked for.
+    Scoring: one token per UTF-8 byte after a BOS, so both score the same token sequences."""
+    bos_id = 0
 
     def special_id(self, token: str) -> int:  # ours
         return -2 - sum(map(ord, token))
@@ -55,8 +65,11 @@ class StubTokenizer:
     def get_bos_token_id(self) -> int:
         return self.bos_id
 
-    def encode(self, text: str, *args, **kwargs) -> list[int]:
-        return []
+    def encode(self, text: str, prepend_bos: bool = False) -> list[int]:  # ours
+        return [self.bos_id] * prepend_bos + [1 + b for b in text.encode("utf-8")]
+
+    def __call__(self, texts: list[str], prepend: int) -> list[list[int]]:  # upstream's
+        return [[prepend] + self.encode(t) for t in texts]
 
     def decode(self, ids: list[int]) -> str:
         return ""
@@ -114,11 +127,11 @@ def worker_decode(args: argparse.Namespace) -> dict:
     from nanochat.engine import Engine
 
     model = build_model(args)
-    model.load_state_dict(torch.load(args.weights), strict=True)  # the same weights for both
+    model.load_state_dict(torch.load(args.scratch / "weights.pt"), strict=True)  # the same weights for both
     model.eval()
     prompt = torch.randint(0, args.vocab, (args.prompt_tokens,), generator=torch.Generator().manual_seed(2)).tolist()
     engine = Engine(model, StubTokenizer())
-    with decode_precision(args):
+    with precision(args, decode=True):
         engine.generate_batch(prompt[:16], 1, max_tokens=4, temperature=0.0)  # warm-up
         started = time.perf_counter()
         out = engine.generate_batch(prompt, 1, max_tokens=args.new_tokens, temperature=0.0)
@@ -128,29 +141,111 @@ def worker_decode(args: argparse.Namespace) -> dict:
     return {"value": args.new_tokens / seconds, "tokens": tokens, "package": gpt.__file__}
 
 
-def decode_precision(args: argparse.Namespace) -> contextlib.AbstractContextManager:
-    """Each one's precision for decoding: upstream autocasts on CUDA only; ours as its Engine users run it."""
+def worker_score(args: argparse.Namespace, kind: str) -> dict:
+    from nanochat import gpt
+
+    model = build_model(args)
+    model.load_state_dict(torch.load(args.scratch / "weights.pt"), strict=True)
+    model.eval()
+    task = json.loads((args.scratch / "items.json").read_text())[kind]
+    with precision(args, decode=False):
+        started = time.perf_counter()
+        if args.impl == "upstream":  # upstream's base_eval shuffles and crops before its scorer, as ours does inside
+            from nanochat.core_eval import evaluate_example
+            meta = {"task_type": kind, "num_fewshot": task["num_fewshot"], "continuation_delimiter": task["delimiter"]}
+            correct = [bool(evaluate_example(i, model, StubTokenizer(), task["shuffled"], args.device, meta))
+                       for i in range(len(task["shuffled"]))]
+        else:
+            from nanochat.core_eval import evaluate_task
+            from nanochat.scripts.base_eval import BaseEvalSettings
+            correct = evaluate_task(model, StubTokenizer(), {**task, "baseline": 0.0}, 0, args.device,
+                                    BaseEvalSettings().batch_tokens)["correct"]
+        seconds = time.perf_counter() - started
+    return {"value": len(correct) / seconds, "correct": correct, "package": gpt.__file__}
+
+
+def worker_tok_train(args: argparse.Namespace) -> dict:
+    from nanochat import tokenizer as tokenizer_mod
+
+    corpus = json.loads((args.scratch / "corpus.json").read_text())
+    train, held_out = corpus["train"], corpus["held_out"]
+    started = time.perf_counter()
+    if args.impl == "upstream":
+        tok = tokenizer_mod.RustBPETokenizer.train_from_iterator(iter(train), args.vocab)
+        seconds = time.perf_counter() - started
+        held_tokens = sum(map(len, tok.encode(held_out)))
+    else:
+        tok = tokenizer_mod.Tokenizer.train(iter(train), args.vocab)
+        seconds = time.perf_counter() - started
+        held_tokens = sum(map(len, tok.encode_batch(held_out)))
+    megabytes = sum(len(t.encode("utf-8")) for t in train) / 1e6
+    return {"value": megabytes / seconds, "bytes_per_token": corpus["held_out_bytes"] / held_tokens,
+            "package": tokenizer_mod.__file__}
+
+
+def precision(args: argparse.Namespace, decode: bool) -> contextlib.AbstractContextManager:
+    """Each one's precision for inference: upstream autocasts on CUDA only; ours as its stages run it."""
     if args.impl == "upstream":
         return torch.amp.autocast("cuda", dtype=torch.bfloat16) if args.device == "cuda" else contextlib.nullcontext()
     from nanochat.compute import Compute
-    return Compute(torch.device(args.device)).autocast(decode=True)
+    return Compute(torch.device(args.device)).autocast(decode=decode)
 
 
-def run_worker(impl: str, what: str, args: argparse.Namespace, weights: Path) -> dict:
+def run_worker(impl: str, what: str, args: argparse.Namespace, scratch: Path) -> dict:
     env = dict(os.environ)
     if impl in ISA_LIMITS.get(what, {}):
         env["ONEDNN_MAX_CPU_ISA"] = ISA_LIMITS[what][impl]
     if impl == "upstream":
         env["PYTHONPATH"] = os.pathsep.join([str(ANCHOR), env.get("PYTHONPATH", "")])
     flags = [f"--{k}={v}" for k, v in vars(args).items()
-             if k not in ("what", "worker", "reps", "impl", "weights", "compile")] + ["--compile"] * args.compile
-    command = [sys.executable, __file__, "--worker", f"--impl={impl}", f"--what={what}", f"--weights={weights}",
+             if k not in ("what", "worker", "reps", "impl", "scratch", "compile")] + ["--compile"] * args.compile
+    command = [sys.executable, __file__, "--worker", f"--impl={impl}", f"--what={what}", f"--scratch={scratch}",
                *flags]
     result = subprocess.run(command, capture_output=True, text=True, cwd=ANCHOR if impl == "upstream" else None,
                             env=env)
     if result.returncode != 0:
         raise SystemExit(f"{impl} {what} failed:\n{result.stderr[-3000:]}")
     return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def figure(value: float) -> str:
+    return f"{value:,.0f}" if value >= 100 else f"{value:.2f}"
+
+
+def write_inputs(scratch: Path, args: argparse.Namespace) -> None:
+    """The scoring items and the tokenizer corpus both sides read: real offline text (ours to read it)."""
+    import random
+
+    from nanochat.core_eval import task_items
+    from nanochat.dataset import offline_documents
+
+    docs = [d[:10_000] for d in offline_documents()]  # as tok_train cuts documents
+    cut = int(len(docs) * 0.9)
+    held_out_bytes = sum(len(d.encode("utf-8")) for d in docs[cut:])
+    (scratch / "corpus.json").write_text(json.dumps({"train": docs[:cut], "held_out": docs[cut:],
+                                                     "held_out_bytes": held_out_bytes}))
+    words = " ".join(docs).split()
+    rng = random.Random(3)
+
+    def text(n: int) -> str:
+        start = rng.randrange(len(words) - n)
+        return " ".join(words[start:start + n])
+
+    def item(kind: str) -> dict:
+        if kind == "multiple_choice":
+            return {"query": text(60), "choices": [text(rng.randint(6, 14)) for _ in range(4)],
+                    "gold": rng.randrange(4)}
+        if kind == "schema":
+            return {"context_options": [text(rng.randint(30, 50)) for _ in range(2)], "continuation": text(12),
+                    "gold": rng.randrange(2)}
+        return {"context": text(80), "continuation": text(2)}
+
+    tasks = {}
+    for kind in SCORE_KINDS.values():
+        task = {"label": kind, "task_type": kind, "num_fewshot": 1, "delimiter": " ",
+                "items": [item(kind) for _ in range(args.items)]}
+        tasks[kind] = {**task, "shuffled": task_items(task, 0)}  # the order upstream's base_eval scores them in
+    (scratch / "items.json").write_text(json.dumps(tasks))
 
 
 def main() -> None:
@@ -170,11 +265,16 @@ def main() -> None:
     parser.add_argument("--compile", action="store_true", help="ours compiled too (runtime.compile; upstream is)")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--impl", choices=("ours", "upstream"), help=argparse.SUPPRESS)
-    parser.add_argument("--weights", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--items", type=int, default=24, help="CORE items per scoring measurement")
+    parser.add_argument("--scratch", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
         [what] = args.what
-        print(json.dumps((worker_decode if what == "decode" else worker_train)(args)))
+        if what in SCORE_KINDS:
+            result = worker_score(args, SCORE_KINDS[what])
+        else:
+            result = {"decode": worker_decode, "tok_train": worker_tok_train}.get(what, worker_train)(args)
+        print(json.dumps(result))
         return
     if not (ANCHOR / "nanochat" / "gpt.py").is_file():
         print(f"skipped: upstream nanochat is not at {ANCHOR} (../shared/anchors)")
@@ -190,15 +290,16 @@ def main() -> None:
         torch.nn.init.normal_(block.attn.c_proj.weight, std=0.02)
         torch.nn.init.normal_(block.mlp.c_proj.weight, std=0.02)
     results: dict[str, dict[str, list]] = {}
-    with tempfile.TemporaryDirectory() as scratch:
-        weights = Path(scratch) / "weights.pt"
-        torch.save(model.state_dict(), weights)
+    with tempfile.TemporaryDirectory() as scratch_dir:
+        scratch = Path(scratch_dir)
+        torch.save(model.state_dict(), scratch / "weights.pt")
+        write_inputs(scratch, args)
         for what in args.what:
             runs = results[what] = {"upstream": [], "ours": []}
             for rep in range(args.reps):
                 for impl in ("upstream", "ours") if rep % 2 == 0 else ("ours", "upstream"):  # interleaved
-                    runs[impl].append(run_worker(impl, what, args, weights))
-                    print(f"{what} {impl} run {rep + 1}: {runs[impl][-1]['value']:,.0f} {UNITS[what]}", flush=True)
+                    runs[impl].append(run_worker(impl, what, args, scratch))
+                    print(f"{what} {impl} run {rep + 1}: {figure(runs[impl][-1]['value'])} {UNITS[what]}", flush=True)
     device = torch.cuda.get_device_name() if args.device == "cuda" else f"CPU, {os.cpu_count()} cores"
     print(f"\n{device}; d{args.depth} (width {args.width}, vocab {args.vocab}), seq {args.seq_len}, "
           f"batch {args.batch}; ours {'compiled' if args.compile else 'not compiled'}; medians of {args.reps}\n")
@@ -210,11 +311,19 @@ def main() -> None:
         if what == "decode":
             same = all(r["tokens"] == runs["upstream"][0]["tokens"] for r in runs["ours"] + runs["upstream"])
             notes = "identical tokens" if same else "**tokens differ**"
+        elif what in SCORE_KINDS:
+            reference = runs["upstream"][0]["correct"]
+            differ = max(sum(a != b for a, b in zip(r["correct"], reference)) for r in runs["ours"] + runs["upstream"])
+            notes = (f"{len(reference)} items, accuracy {sum(reference) / len(reference):.3f}; "
+                     + ("identical outcomes" if not differ else f"**{differ} outcomes differ**"))
+        elif what == "tok_train":
+            notes = "bytes/token held out " + " vs ".join(f"{runs[impl][0]['bytes_per_token']:.3f}"
+                                                          for impl in ("upstream", "ours"))
         else:
             notes = (f"first step (compile) {statistics.median(r['first_step_s'] for r in runs['upstream']):.1f} s"
                      f" vs {statistics.median(r['first_step_s'] for r in runs['ours']):.1f} s")
         summary[what] = {"upstream": up, "ours": ours, "ratio": ours / up, "notes": notes}
-        print(f"| {what} | {up:,.0f} {UNITS[what]} | {ours:,.0f} {UNITS[what]} | {ours / up:.2f} | {notes} |")
+        print(f"| {what} | {figure(up)} {UNITS[what]} | {figure(ours)} {UNITS[what]} | {ours / up:.2f} | {notes} |")
     RESULTS.mkdir(exist_ok=True)
     out = RESULTS / "side_by_side.json"
     out.write_text(json.dumps({"device": device, "args": {k: str(v) for k, v in vars(args).items()},

@@ -1,4 +1,5 @@
-"""The optimizers: Muon's batched update against a per-matrix reference, and the precision choice on a CPU."""
+"""The optimizers: Muon's batched update against a per-matrix reference written down, and the precision choice
+on a CPU."""
 
 import pytest
 import torch
@@ -7,12 +8,23 @@ from nanochat import compute
 from nanochat.muon import Muon, newton_schulz
 
 
+def reference_newton_schulz(g: torch.Tensor) -> torch.Tensor:
+    """The quintic iteration as written down, one matrix, in the precision Muon picks for this CPU."""
+    x = g.bfloat16() if compute.cpu_has_amx() else g.float()
+    x = x.mT if g.size(0) > g.size(1) else x
+    x = x / (x.norm() + 1e-7)
+    for _ in range(5):
+        a = x @ x.mT
+        x = 3.4445 * x + (-4.7750 * a + 2.0315 * a @ a) @ x
+    return (x.mT if g.size(0) > g.size(1) else x).to(g.dtype)
+
+
 def reference_muon_step(params: list[torch.Tensor], grads: list[torch.Tensor], bufs: list[torch.Tensor],
                         lr: float, momentum: float) -> None:
     """Muon as written down (Nesterov momentum, then Newton-Schulz), one matrix at a time."""
     for p, g, buf in zip(params, grads, bufs):
         buf.mul_(momentum).add_(g, alpha=1 - momentum)
-        update = newton_schulz(g + momentum * (buf - g))
+        update = reference_newton_schulz(g + momentum * (buf - g))
         p.add_(update, alpha=-lr * max(1.0, p.size(-2) / p.size(-1)) ** 0.5)
 
 
