@@ -122,13 +122,18 @@ def worker_train(args: argparse.Namespace) -> dict:
             "losses": losses, "package": gpt.__file__}
 
 
+def shared_model(args: argparse.Namespace):
+    """This package's model with the weights every inference measurement shares (written by main)."""
+    model = build_model(args)
+    model.load_state_dict(torch.load(args.scratch / "weights.pt"), strict=True)
+    return model.eval()
+
+
 def worker_decode(args: argparse.Namespace) -> dict:
     from nanochat import gpt
     from nanochat.engine import Engine
 
-    model = build_model(args)
-    model.load_state_dict(torch.load(args.scratch / "weights.pt"), strict=True)  # the same weights for both
-    model.eval()
+    model = shared_model(args)
     prompt = torch.randint(0, args.vocab, (args.prompt_tokens,), generator=torch.Generator().manual_seed(2)).tolist()
     engine = Engine(model, StubTokenizer())
     with precision(args, decode=True):
@@ -144,9 +149,7 @@ def worker_decode(args: argparse.Namespace) -> dict:
 def worker_score(args: argparse.Namespace, kind: str) -> dict:
     from nanochat import gpt
 
-    model = build_model(args)
-    model.load_state_dict(torch.load(args.scratch / "weights.pt"), strict=True)
-    model.eval()
+    model = shared_model(args)
     task = json.loads((args.scratch / "items.json").read_text())[kind]
     with precision(args, decode=False):
         started = time.perf_counter()
@@ -178,8 +181,7 @@ def worker_tok_train(args: argparse.Namespace) -> dict:
         tok = tokenizer_mod.Tokenizer.train(iter(train), args.vocab)
         seconds = time.perf_counter() - started
         held_tokens = sum(map(len, tok.encode_batch(held_out)))
-    megabytes = sum(len(t.encode("utf-8")) for t in train) / 1e6
-    return {"value": megabytes / seconds, "bytes_per_token": corpus["held_out_bytes"] / held_tokens,
+    return {"value": corpus["train_bytes"] / 1e6 / seconds, "bytes_per_token": corpus["held_out_bytes"] / held_tokens,
             "package": tokenizer_mod.__file__}
 
 
@@ -213,17 +215,22 @@ def figure(value: float) -> str:
 
 
 def write_inputs(scratch: Path, args: argparse.Namespace) -> None:
-    """The scoring items and the tokenizer corpus both sides read: real offline text (ours to read it)."""
+    """What the asked measurements of both sides read besides the weights: the tokenizer corpus, the scoring
+    items; real offline text (ours to read it)."""
     import random
 
     from nanochat.core_eval import task_items
     from nanochat.dataset import offline_documents
 
+    scoring = [what for what in args.what if what in SCORE_KINDS]
+    if not scoring and "tok_train" not in args.what:
+        return
     docs = [d[:10_000] for d in offline_documents()]  # as tok_train cuts documents
-    cut = int(len(docs) * 0.9)
-    held_out_bytes = sum(len(d.encode("utf-8")) for d in docs[cut:])
-    (scratch / "corpus.json").write_text(json.dumps({"train": docs[:cut], "held_out": docs[cut:],
-                                                     "held_out_bytes": held_out_bytes}))
+    if "tok_train" in args.what:
+        train, held_out = docs[:int(len(docs) * 0.9)], docs[int(len(docs) * 0.9):]
+        (scratch / "corpus.json").write_text(json.dumps({
+            "train": train, "held_out": held_out, "train_bytes": sum(len(d.encode("utf-8")) for d in train),
+            "held_out_bytes": sum(len(d.encode("utf-8")) for d in held_out)}))
     words = " ".join(docs).split()
     rng = random.Random(3)
 
@@ -241,7 +248,7 @@ def write_inputs(scratch: Path, args: argparse.Namespace) -> None:
         return {"context": text(80), "continuation": text(2)}
 
     tasks = {}
-    for kind in SCORE_KINDS.values():
+    for kind in (SCORE_KINDS[what] for what in scoring):
         task = {"label": kind, "task_type": kind, "num_fewshot": 1, "delimiter": " ",
                 "items": [item(kind) for _ in range(args.items)]}
         tasks[kind] = {**task, "shuffled": task_items(task, 0)}  # the order upstream's base_eval scores them in
