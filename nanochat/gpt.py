@@ -15,7 +15,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from nanochat import fused
 from nanochat.muon import Muon
+
+SOFTCAP = 15.0  # logits are squashed into (-15, 15) by 15 tanh(x / 15)
 
 
 @dataclass
@@ -43,7 +46,16 @@ class GPTConfig:
 
 
 def norm(x: torch.Tensor) -> torch.Tensor:
-    return F.rms_norm(x, (x.size(-1),))  # no learnable parameters
+    """RMSNorm without learnable parameters: x / sqrt(mean(x^2) + eps) over the last dim."""
+    if fused.applies(x):  # eager CPU training (nanochat.fused: the same numbers, a cheaper backward)
+        return fused.RMSNorm.apply(x)
+    return F.rms_norm(x, (x.size(-1),))
+
+
+def relu_squared(x: torch.Tensor) -> torch.Tensor:
+    if fused.applies(x):
+        return fused.ReluSquared.apply(x)
+    return F.relu(x).square()
 
 
 def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
@@ -51,6 +63,14 @@ def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch
     `cos` is [cos, cos] and `sin` [sin, -sin] over the whole head dim (GPT._rotary), and rolling x by half
     gives [x2, x1]: three element-wise ops instead of eight, the same numbers bit for bit."""
     return x * cos + x.roll(x.size(-1) // 2, dims=-1) * sin
+
+
+def softcapped_cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Per-row loss of logits (rows, vocab) soft-capped at SOFTCAP; 0 where the target is -1."""
+    if logits.is_cpu and not torch.compiler.is_compiling():
+        return fused.SoftcappedCrossEntropy.apply(logits, targets, SOFTCAP)
+    capped = SOFTCAP * torch.tanh(logits.float() / SOFTCAP)
+    return F.cross_entropy(capped, targets, ignore_index=-1, reduction="none")
 
 
 class KVCache:
@@ -147,7 +167,7 @@ class MLP(nn.Module):
         self.c_proj = nn.Linear(4 * config.n_embd, config.n_embd, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.c_proj(F.relu(self.c_fc(x)).square())
+        return self.c_proj(relu_squared(self.c_fc(x)))
 
 
 class Block(nn.Module):
@@ -223,12 +243,20 @@ class GPT(nn.Module):
 
     def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None,
                 kv_cache: KVCache | None = None, loss_reduction: str = "mean") -> torch.Tensor:
-        """Loss if `targets` (positions with target -1 are ignored), else fp32 logits (B, T, vocab)."""
-        logits = self.logits(self.hidden(idx, kv_cache))
+        """Loss if `targets` (positions with target -1 are ignored; loss_reduction "mean", "sum" or "none":
+        per position, flattened), else fp32 logits (B, T, vocab)."""
+        hidden = self.hidden(idx, kv_cache)
         if targets is None:
-            return logits
-        return F.cross_entropy(logits.view(-1, logits.size(-1)), targets.reshape(-1), ignore_index=-1,
-                               reduction=loss_reduction)
+            return self.logits(hidden)
+        raw = self.lm_head(hidden)[..., :self.config.vocab_size]
+        losses = softcapped_cross_entropy(raw.reshape(-1, raw.size(-1)), targets.reshape(-1))
+        if loss_reduction == "none":
+            return losses
+        if loss_reduction == "sum":
+            return losses.sum()
+        if loss_reduction == "mean":
+            return losses.sum() / (targets >= 0).sum()
+        raise ValueError(f"loss_reduction must be mean, sum or none, not {loss_reduction!r}")
 
     def hidden(self, idx: torch.Tensor, kv_cache: KVCache | None = None) -> torch.Tensor:
         """The normalized last hidden states (B, T, n_embd) that the head reads. Evaluations that need the
@@ -250,7 +278,7 @@ class GPT(nn.Module):
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """fp32 logits of hidden states (..., n_embd), the vocabulary's padding cut off, soft-capped at 15."""
         logits = self.lm_head(hidden)[..., :self.config.vocab_size].float()
-        return 15 * torch.tanh(logits / 15)
+        return SOFTCAP * torch.tanh(logits / SOFTCAP)
 
     def export_config(self) -> dict:
         return asdict(self.config)

@@ -52,13 +52,12 @@ from tokenizers import processors
 from nanochat import settings
 from nanochat.checkpoint import load_model
 from nanochat.common import run_record, start_compute_stage, write_json_atomic
-from nanochat.gpt import GPT
+from nanochat.gpt import GPT, SOFTCAP
 from nanochat.tokenizer import Tokenizer
 
 log = logging.getLogger("nanochat.scripts.export")
 
 ROPE_THETA = 10000.0  # GPT._rotary's base
-SOFTCAP = 15.0  # GPT.forward's logit soft cap
 TOLERANCE = 1e-4  # largest |logit difference| accepted between transformers and ours, both in float32
 # Our parameter names inside block <i> -> transformers' (the mapping of its convert_nanochat_checkpoints.py).
 BLOCK_NAMES = {"attn.c_q": "self_attn.q_proj", "attn.c_k": "self_attn.k_proj", "attn.c_v": "self_attn.v_proj",

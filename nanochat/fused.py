@@ -1,0 +1,90 @@
+"""Hand-fused forward and backward passes of the model's element-wise pieces, for eager training on a CPU.
+
+gpt.py writes each piece as plain ops (`norm`, `relu_squared`, `softcapped_cross_entropy`) and calls these
+instead where they pay: on a CPU, when a gradient is wanted, outside torch.compile. There autograd's own
+backward of those ops walks the activations several times more than needed, and that walk through memory
+is a third of an fp32 d4 step that upstream's torch.compile fuses away (bench/side_by_side.py, train_fp32
+and train_avx512). On a GPU, or compiled, the plain ops are kernels or get fused, and at inference there
+is no backward to save: the plain ops run. The forward passes give the plain ops' numbers bit for bit,
+except the loss (a log-sum-exp per row rather than log_softmax: within float rounding); tests/test_fused.py
+holds every value and gradient against the plain ops.
+"""
+
+import torch
+
+
+def applies(x: torch.Tensor) -> bool:
+    """Whether the fused versions pay for `x`: eager CPU autograd."""
+    return x.is_cpu and x.requires_grad and not torch.compiler.is_compiling()
+
+
+class RMSNorm(torch.autograd.Function):
+    """y = x / sqrt(mean(x^2) + eps) over the last dim, computed in fp32 (F.rms_norm's upcast and eps).
+    Backward: dx = (g - y mean(g y)) / sqrt(mean(x^2) + eps), four passes instead of a dozen."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
+        xf = x.float()
+        inv_rms = xf.pow(2).mean(-1, keepdim=True).add_(torch.finfo(torch.float32).eps).rsqrt_()
+        y = xf * inv_rms
+        ctx.save_for_backward(y, inv_rms)
+        return y.to(x.dtype)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        y, inv_rms = ctx.saved_tensors
+        g = grad.float()
+        return g.addcmul(y, (g * y).mean(-1, keepdim=True), value=-1.0).mul_(inv_rms).to(grad.dtype)
+
+
+class ReluSquared(torch.autograd.Function):
+    """relu(x)^2, keeping relu(x) for the backward: dx = 2 relu(x) g (two passes instead of four)."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
+        r = torch.relu(x)
+        ctx.save_for_backward(r)
+        return r.square()
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        (r,) = ctx.saved_tensors
+        return (grad * r).mul_(2.0)
+
+
+class SoftcappedCrossEntropy(torch.autograd.Function):
+    """Per row, cross_entropy(z, target) with z = cap tanh(logits / cap) in fp32, 0 where the target is -1.
+
+    Each pass runs over 2^18 logits at a time, which stay in the L2 cache instead of going through memory
+    ten times (7 against 18 ms for 1,024 tokens x 4,096 on a 2-core CPU, forward and backward), and the
+    backward keeps one (tokens, vocab) tensor, z, instead of two. dz/dx = 1 - tanh^2 = 1 - (z / cap)^2.
+    Pays at inference too (bits per byte): forward only."""
+
+    @staticmethod
+    def forward(ctx, logits: torch.Tensor, targets: torch.Tensor, cap: float) -> torch.Tensor:
+        n, vocab = logits.shape
+        capped = torch.empty(n, vocab, dtype=torch.float32)
+        lse, picked = torch.empty(n, dtype=torch.float32), torch.empty(n, 1, dtype=torch.float32)
+        safe = targets.clamp(min=0)[:, None]
+        rows = max(1, 2 ** 18 // vocab)
+        for r in range(0, n, rows):  # z as GPT.logits computes it, bit for bit
+            z = torch.div(logits[r:r + rows].float(), cap, out=capped[r:r + rows]).tanh_().mul_(cap)
+            torch.logsumexp(z, -1, out=lse[r:r + rows])
+            torch.gather(z, 1, safe[r:r + rows], out=picked[r:r + rows])
+        ctx.save_for_backward(capped, safe, lse, targets >= 0)
+        ctx.cap, ctx.dtype = cap, logits.dtype
+        return (lse - picked[:, 0]).masked_fill_(targets < 0, 0.0)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None, None]:
+        capped, safe, lse, valid = ctx.saved_tensors
+        grad = (grad * valid)[:, None]
+        out = torch.empty_like(capped)
+        rows = max(1, 2 ** 18 // capped.size(1))
+        scratch = torch.empty(rows, capped.size(1), dtype=torch.float32)  # no fresh 1 MB per chunk
+        for r in range(0, capped.size(0), rows):
+            z, g, o = capped[r:r + rows], grad[r:r + rows], out[r:r + rows]
+            torch.sub(z, lse[r:r + rows, None], out=o).exp_().mul_(g)  # g softmax(z)
+            o.scatter_add_(1, safe[r:r + rows], -g)  # minus g at the target
+            o.addcmul_(torch.mul(o, z, out=scratch[:len(z)]), z, value=-1.0 / ctx.cap ** 2)  # times dz/dx
+        return out.to(ctx.dtype), None, None
