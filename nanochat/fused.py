@@ -15,7 +15,7 @@ import torch
 
 def applies(x: torch.Tensor) -> bool:
     """Whether the fused versions pay for `x`: eager CPU autograd."""
-    return x.is_cpu and x.requires_grad and not torch.compiler.is_compiling()
+    return x.requires_grad and x.is_cpu and not torch.compiler.is_compiling()  # False at once when decoding
 
 
 class RMSNorm(torch.autograd.Function):
