@@ -140,10 +140,8 @@ class CausalSelfAttention(nn.Module):
         q = self.c_q(x).view(B, T, self.n_head, self.head_dim)
         k = self.c_k(x).view(B, T, self.n_kv_head, self.head_dim)
         v = self.c_v(x).view(B, T, self.n_kv_head, self.head_dim)
-        # Rotary, then QK-norm. Both act on each head alone, so q's and k's heads go through together: the
-        # same numbers, half the small ops that a decoded token waits for.
-        qk = norm(apply_rotary(torch.cat([q, k], dim=2), *cos_sin))
-        q, k = qk[:, :, :self.n_head], qk[:, :, self.n_head:]
+        cos, sin = cos_sin
+        q, k = norm(apply_rotary(q, cos, sin)), norm(apply_rotary(k, cos, sin))  # QK-norm
         q, k, v = (t.transpose(1, 2) for t in (q, k, v))  # (B, H, T, D)
         mask = kv_cache.key_mask() if kv_cache is not None else None  # before insert advances the rows
         if kv_cache is not None:
