@@ -77,7 +77,7 @@ def preset_shape(name: str) -> tuple[int, int, int, int, int]:
     cfg = yaml.safe_load((PRESETS / f"{name}.yaml").read_text())
     bt = cfg["base_train"]
     return bt["depth"], bt["max_seq_len"], bt["device_batch_size"], bt["total_batch_size"], \
-        cfg["tokenizer"]["vocab_size"]
+        cfg["tok_train"]["vocab_size"]
 
 
 def d20_flops_check(seq_len: int) -> None:
