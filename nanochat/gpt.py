@@ -65,12 +65,16 @@ def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch
     return x * cos + x.roll(x.size(-1) // 2, dims=-1) * sin
 
 
+def softcap(logits: torch.Tensor) -> torch.Tensor:
+    """fp32 logits squashed smoothly into (-SOFTCAP, SOFTCAP)."""
+    return SOFTCAP * torch.tanh(logits.float() / SOFTCAP)
+
+
 def softcapped_cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     """Per-row loss of logits (rows, vocab) soft-capped at SOFTCAP; 0 where the target is -1."""
-    if logits.is_cpu and not torch.compiler.is_compiling():
+    if logits.is_cpu and not torch.compiler.is_compiling():  # also at inference: the loss has no backward to skip
         return fused.SoftcappedCrossEntropy.apply(logits, targets, SOFTCAP)
-    capped = SOFTCAP * torch.tanh(logits.float() / SOFTCAP)
-    return F.cross_entropy(capped, targets, ignore_index=-1, reduction="none")
+    return F.cross_entropy(softcap(logits), targets, ignore_index=-1, reduction="none")
 
 
 class KVCache:
@@ -277,8 +281,7 @@ class GPT(nn.Module):
 
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """fp32 logits of hidden states (..., n_embd), the vocabulary's padding cut off, soft-capped at 15."""
-        logits = self.lm_head(hidden)[..., :self.config.vocab_size].float()
-        return SOFTCAP * torch.tanh(logits / SOFTCAP)
+        return softcap(self.lm_head(hidden)[..., :self.config.vocab_size])
 
     def export_config(self) -> dict:
         return asdict(self.config)

@@ -49,4 +49,3 @@ def test_loss_ignores_targets_of_minus_one_and_logits_are_capped():
     masked[0, 4:] = -1
     per_token = model(x, y, loss_reduction="none")
     torch.testing.assert_close(model(x, masked), per_token[:4].mean())
-
