@@ -27,14 +27,15 @@ def eval_batches(shard: str | Path, tokenizer: Tokenizer, B: int, T: int, num_to
 @torch.no_grad()
 def evaluate_bpb(model: torch.nn.Module, batches: list, token_bytes: torch.Tensor, compute: Compute) -> float:
     """Summed loss in nats divided by ln 2 x UTF-8 bytes of the targets, over all ranks' batches.
-    Targets that are special tokens (0 bytes, e.g. <|bos|>) count neither loss nor bytes."""
+    Targets that are special tokens (0 bytes, e.g. <|bos|>) or ignored (-1) count neither loss nor bytes."""
     token_bytes = token_bytes.to(compute.device)
     total = torch.zeros(2, dtype=torch.float64, device=compute.device)  # nats, bytes
     for x, y in batches:
         x, y = x.to(compute.device), y.to(compute.device)
         with compute.autocast():
             loss = model(x, y, loss_reduction="none").view(-1)
-        nbytes = token_bytes[y.view(-1)]
+        y = y.view(-1)
+        nbytes = torch.where(y >= 0, token_bytes[y.clamp(min=0)], 0)  # an ignored target (-1) has no bytes
         total[0] += (loss * (nbytes > 0)).sum().double()
         total[1] += nbytes.sum().double()
     nats, nbytes = compute.all_reduce(total).tolist()
