@@ -1,3 +1,4 @@
+import importlib.util
 import json
 import os
 import signal
@@ -8,6 +9,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
+UPSTREAM = REPO.parent / "shared" / "anchors" / "nanochat-48abd7d"  # upstream nanochat, the oracle of some tests
 
 # Idle OpenMP threads sleep instead of spinning. With another CPU-heavy job on the machine, spinning threads
 # fight it for the cores: measured on 2 cores beside a busy loop, 30 tiny training steps took 41-64 s spinning
@@ -101,3 +103,15 @@ def chat_run(tmp_path_factory) -> Path:
 def record(workdir: Path, name: str) -> dict:
     """A stage's JSON record, found by file name under the run's base directory."""
     return json.loads(next((workdir / ".nanochat").rglob(name)).read_text())
+
+
+def upstream_module(name: str, oracle: str):
+    """Upstream's nanochat/<name>.py loaded under another name (both packages are called nanochat); the test
+    skips, naming `oracle`, where ../shared/anchors is missing."""
+    path = UPSTREAM / "nanochat" / f"{name}.py"
+    if not path.is_file():
+        pytest.skip(f"upstream nanochat not found at {UPSTREAM}: the {oracle} oracle needs ../shared/anchors")
+    spec = importlib.util.spec_from_file_location(f"upstream_{name}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

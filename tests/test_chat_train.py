@@ -11,7 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from conftest import CHAT, REPO, jobs_run, record, snakemake
+from conftest import CHAT, REPO, UPSTREAM, jobs_run, record, snakemake
 from hub_server import HubServer
 from nanochat.catalog import CATALOG, MIXTURES
 from nanochat.chat_data import IDENTITY_REPEATS
@@ -147,7 +147,7 @@ def test_hub_mixtures_download_and_train(chat_run, tmp_path):
     assert CATALOG["words_alpha"].describe() == record(chat_run, "chat_sft.json")["data"]["words_alpha"]
 
 
-UPSTREAM_SCRIPTS = REPO.parent / "shared" / "anchors" / "nanochat-48abd7d" / "scripts"
+UPSTREAM_SCRIPTS = UPSTREAM / "scripts"
 
 
 @pytest.mark.skipif(not UPSTREAM_SCRIPTS.is_dir(), reason="needs upstream nanochat in ../shared/anchors")

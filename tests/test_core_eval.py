@@ -1,6 +1,5 @@
 """CORE scoring checked by hand: a model with fixed logits makes choices we can predict."""
 
-import importlib.util
 import json
 import random
 import re
@@ -9,7 +8,7 @@ import pytest
 import torch
 import yaml
 
-from conftest import REPO
+from conftest import upstream_module
 from nanochat import layout
 from nanochat.checkpoint import load_model
 from nanochat.core_eval import batches, evaluate_task, load_bundle, render, score_item, scored_spans, task_items
@@ -111,7 +110,6 @@ def test_sequences_longer_than_the_context_keep_their_end():
 # scoring rule: few-shot 0/3/5, language-modeling contexts ending in whitespace, sequences longer than the
 # model's context (256 tokens), and tasks cropped by max_per_task before their few-shot examples are drawn.
 
-UPSTREAM = REPO.parent / "shared" / "anchors" / "nanochat-48abd7d"
 TASKS = [("mc_0shot", "multiple_choice", 0, " "), ("mc_3shot", "multiple_choice", 3, " "),
          ("schema_5shot", "schema", 5, " "), ("lm_0shot", "language_modeling", 0, " "),
          ("lm_3shot", "language_modeling", 3, " "), ("lm_5shot", "language_modeling", 5, "\n")]
@@ -119,14 +117,8 @@ TASKS = [("mc_0shot", "multiple_choice", 0, " "), ("mc_3shot", "multiple_choice"
 
 @pytest.fixture(scope="module")
 def upstream():
-    """Upstream's nanochat/core_eval.py, loaded under another name (both packages are called nanochat)."""
-    path = UPSTREAM / "nanochat" / "core_eval.py"
-    if not path.is_file():
-        pytest.skip(f"upstream nanochat not found at {UPSTREAM}: the CORE oracle needs ../shared/anchors")
-    spec = importlib.util.spec_from_file_location("upstream_core_eval", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    """Upstream's nanochat/core_eval.py."""
+    return upstream_module("core_eval", "CORE")
 
 
 class UpstreamTokenizer:

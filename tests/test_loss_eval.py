@@ -3,18 +3,14 @@ upstream's function over upstream's loss (the head at every position, 15 tanh(x 
 F.cross_entropy, as its GPT.forward writes it) against ours (the CPU-fused loss), with ignored targets and
 special tokens that count no bytes."""
 
-import importlib.util
-from pathlib import Path
-
 import pytest
 import torch
 import torch.nn.functional as F
 
+from conftest import upstream_module
 from nanochat.compute import Compute
 from nanochat.gpt import GPT, GPTConfig
 from nanochat.loss_eval import evaluate_bpb
-
-UPSTREAM = Path(__file__).resolve().parents[2] / "shared" / "anchors" / "nanochat-48abd7d"
 
 
 class UpstreamLossModel(torch.nn.Module):
@@ -35,13 +31,7 @@ class UpstreamLossModel(torch.nn.Module):
 
 
 def test_bits_per_byte_equal_upstreams_evaluate_bpb(monkeypatch):
-    path = UPSTREAM / "nanochat" / "loss_eval.py"
-    if not path.is_file():
-        pytest.skip(f"upstream nanochat not found at {UPSTREAM}: the bits-per-byte oracle needs ../shared/anchors")
-    spec = importlib.util.spec_from_file_location("upstream_loss_eval", path)
-    upstream = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(upstream)
-
+    upstream = upstream_module("loss_eval", "bits-per-byte")
     monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")  # fp32 on both sides: upstream's function autocasts nothing
     torch.manual_seed(0)
     model = GPT(GPTConfig.from_depth(2, vocab_size=300, sequence_len=64, model_dim=128))
