@@ -70,7 +70,7 @@ class ChatLoader:
                  rank: int = 0, world_size: int = 1, state: dict[str, int] | None = None):
         K, rem = divmod(rows_per_step, B)
         if rem or K % world_size:
-            raise ValueError(f"rows_per_step {rows_per_step} must be a multiple of B*world = {B}*{world_size}")
+            raise SystemExit(f"error: rows_per_step {rows_per_step} must be a multiple of B*world = {B}*{world_size}")
         self.B, self.T, self.pack, self.rank = B, T, pack, rank
         self.accum, self.K = K // world_size, K
         rendered = [tokenizer.render_conversation(c, T + 1) for c in conversations]

@@ -81,19 +81,24 @@ class ChatStage:
         shutdown(self.compute)
 
 
-def setup(settings_cls: type, name: str, doc: str, argv: list[str] | None, **extra_paths: str) -> ChatStage:
-    """Parse the flags, check the inputs, load the parent model, build optimizers, resume if possible."""
+def parse(settings_cls: type, doc: str, argv: list[str] | None, **extra_paths: str) -> argparse.Namespace:
+    """A chat stage's flags: its settings, the runtime settings, its paths and --attempt."""
     parser = settings.stage_parser(
         doc, settings_cls, RuntimeSettings, parent_dir="the parent stage's checkpoint folder (model.pt, meta.json)",
         tokenizer="tokenizer.json", out_dir="where the final model.pt/meta.json go",
         ckpt_dir="where resumable step checkpoints go", **extra_paths)
     parser.add_argument("--hub_dir", type=Path, help="downloaded hub datasets (for the hub mixture)")
     add_attempt_flag(parser)
-    args = parser.parse_args(argv)
+    return parser.parse_args(argv)
+
+
+def setup(settings_cls: type, name: str, args: argparse.Namespace, extra_inputs: list[Path] = ()) -> ChatStage:
+    """Check the inputs (`extra_inputs`: the stage's own beyond parent and tokenizer), load the parent model,
+    build optimizers, resume if possible."""
     cfg = settings.from_args(settings_cls, args)
     rt: RuntimeSettings = settings.from_args(RuntimeSettings, args)
     start_compute_stage([args.parent_dir / "model.pt", args.parent_dir / "meta.json", args.tokenizer,
-                         *(getattr(args, p) for p in extra_paths)])
+                         *extra_inputs])
 
     started = time.time()
     compute = init_compute(rt.device)
@@ -118,9 +123,9 @@ def setup(settings_cls: type, name: str, doc: str, argv: list[str] | None, **ext
                      checkpoints, state["history"], loader_state, meta, stop, started)
 
 
-def train_on_conversations(settings_cls: type, name: str, pack: bool, doc: str, argv: list[str] | None) -> None:
+def train_on_conversations(settings_cls: type, name: str, pack: bool, args: argparse.Namespace) -> None:
     """Midtraining (pack=True) and SFT (pack=False) on the conversation mixture, validated by loss."""
-    stage = setup(settings_cls, name, doc, argv)
+    stage = setup(settings_cls, name, args)
     cfg, compute = stage.cfg, stage.compute
     train, val, composition = mixture(name, cfg.mixture, cfg.smoltalk_rows, cfg.simple_spelling_rows,
                                       cfg.spelling_bee_rows, stage.args.hub_dir)

@@ -37,7 +37,7 @@ from typing import Any
 import torch
 
 from nanochat import layout, run_lock
-from nanochat.common import also_log_to, write_atomic, write_json_atomic
+from nanochat.common import also_log_to, read_input, write_atomic, write_json_atomic
 from nanochat.compute import Compute
 from nanochat.gpt import GPT, GPTConfig
 
@@ -179,7 +179,8 @@ class StepCheckpoints:
                                  "away to resume from an older one "
                                  "or start over.")
             weights = torch.load(folder / "model.pt", map_location=self.compute.device)
-            state = torch.load(folder / "training.pt", map_location="cpu", weights_only=False)
+            # Tensors and plain types only: a pickle in a step folder that would call a function never runs.
+            state = torch.load(folder / "training.pt", map_location="cpu", weights_only=True)
         except Exception as err:  # noqa: BLE001 - any unreadable file means: use an older checkpoint
             log.warning("checkpoint %s is unusable (%s: %s)", folder.name, type(err).__name__, err)
             return None
@@ -232,10 +233,15 @@ def save_final(folder: Path, model: torch.nn.Module, meta: dict) -> None:
 
 def load_model(folder: Path, device: torch.device | str = "cpu"):
     """The model saved by `save_final`, in eval mode, and its meta."""
-    meta = json.loads((Path(folder) / "meta.json").read_text())
-    model = GPT(GPTConfig(**meta["model_config"]))
-    model.load_state_dict(torch.load(Path(folder) / "model.pt", map_location=device))
+    meta = read_input(Path(folder) / "meta.json", lambda path: json.loads(path.read_text()))
+    model = read_input(Path(folder) / "model.pt", lambda path: model_from(meta, torch.load(path, map_location=device)))
     return model.to(device).eval(), meta
+
+
+def model_from(meta: dict, weights: dict) -> GPT:
+    model = GPT(GPTConfig(**meta["model_config"]))
+    model.load_state_dict(weights)
+    return model
 
 
 def find_model(base_dir: Path, model: str) -> Path:

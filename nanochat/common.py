@@ -11,7 +11,7 @@ import sys
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 log = logging.getLogger("nanochat")
 
@@ -78,6 +78,26 @@ def require_files(paths: Iterable[str | os.PathLike]) -> None:
                          "Run the workflow's download targets on a machine with internet access first.")
 
 
+class InputError(SystemExit):
+    """An input that is there but does not load: damaged (a copy cut short, a flipped byte) or not what the stage
+    reads. The message names the file; a training job that stops on it is not retried (nanochat.retry_guard)."""
+
+    def __init__(self, path: str | os.PathLike, err: Exception):
+        super().__init__(f"error: {path} does not load ({type(err).__name__}: {err}). It is damaged or not what this "
+                         "stage reads: delete it and run the workflow again, which rebuilds (or downloads) it.")
+
+
+T = TypeVar("T")
+
+
+def read_input(path: str | os.PathLike, read: Callable[[Path], T]) -> T:
+    """`read(path)`, any failure of which is an InputError naming `path`."""
+    try:
+        return read(Path(path))
+    except Exception as err:  # noqa: BLE001 - whatever the reader raises, the file is what is wrong
+        raise InputError(path, err) from err
+
+
 def start_compute_stage(inputs: Iterable[str | os.PathLike]) -> None:
     """Every compute entry point starts so: hub offline, logging on, all inputs present (else exit now)."""
     go_offline()
@@ -119,6 +139,14 @@ def package_file(package: str, *parts: str) -> Path:
     if not path.is_file():
         raise SystemExit(f"error: missing input file: {path}")
     return path
+
+
+def sha256sum(path: str | os.PathLike) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(2 ** 20), b""):
+            h.update(block)
+    return h.hexdigest()
 
 
 def run_hash(settings: Any, *files: str | os.PathLike, names: Iterable[str] = ()) -> str:

@@ -15,14 +15,14 @@ all ranks, so a run stopped on W processes resumes on any other number, each ran
 from collections import deque
 from pathlib import Path
 
-import pyarrow.parquet as pq
 import torch
 
+from nanochat.dataset import read_texts, row_group_count
 from nanochat.tokenizer import Tokenizer
 
 
 def row_groups(shards: list[str | Path]) -> list[tuple[str, int]]:
-    return [(str(path), rg) for path in shards for rg in range(pq.ParquetFile(path).num_row_groups)]
+    return [(str(path), rg) for path in shards for rg in range(row_group_count(path))]
 
 
 class TokenStream:
@@ -41,7 +41,7 @@ class TokenStream:
     def _fill(self, n: int) -> None:
         while len(self.buffer) < n:
             path, rg = self.groups[(self.k + self.loaded * self.K) % len(self.groups)]
-            texts = pq.ParquetFile(path).read_row_group(rg, columns=["text"]).column("text").to_pylist()
+            texts = read_texts(path, rg)
             tokens = [t for ids in self.tokenizer.encode_batch(texts, prepend_bos=True) for t in ids]
             self.buffer.extend(tokens)
             self.lengths.append(len(tokens))
@@ -69,13 +69,13 @@ class DataLoader:
                  rank: int = 0, world_size: int = 1, state: dict[int, tuple[int, int]] | None = None):
         K, rem = divmod(total_batch, B * T)
         if rem or K % world_size:
-            raise ValueError(f"total batch {total_batch} tokens must be a multiple of "
+            raise SystemExit(f"error: total batch {total_batch} tokens must be a multiple of "
                              f"B*T*world = {B}*{T}*{world_size}")
         self.B, self.T = B, T
         self.accum = K // world_size
         groups = row_groups(shards)
         if len(groups) < K:
-            raise ValueError(f"{K} streams (total batch / (B*T)) need at least {K} row groups, the shards have "
+            raise SystemExit(f"error: {K} streams (total batch / (B*T)) need at least {K} row groups, the shards have "
                              f"{len(groups)}: some tokens would repeat within a step. Use more or smaller shards.")
         first = rank * self.accum
         self.streams = [TokenStream(groups, tokenizer, k, K, tuple(state[k]) if state else (0, 0))

@@ -16,7 +16,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from nanochat.common import package_file, write_atomic
+from nanochat.common import package_file, read_input, write_atomic
 
 ROW_GROUP_SIZE = 1024  # documents per parquet row group, as upstream (the data loader streams by row group)
 OFFLINE_ROW_GROUP_SIZE = 32  # the offline corpus is small: smaller groups give the loader's streams enough of them
@@ -26,6 +26,17 @@ def write_shard(texts: list[str], path: Path, row_group_size: int = ROW_GROUP_SI
     """Write atomically: a killed job leaves a `.tmp` file, never a truncated shard under the final name."""
     write_atomic(path, lambda tmp: pq.write_table(pa.table({"text": texts}), tmp, row_group_size=row_group_size,
                                                   compression="zstd"))
+
+
+def row_group_count(path: str | Path) -> int:
+    """The row groups of a shard, or an InputError naming it (truncated, damaged, not parquet)."""
+    return read_input(path, lambda p: pq.ParquetFile(p).num_row_groups)
+
+
+def read_texts(path: str | Path, row_group: int) -> list[str]:
+    """The documents of one row group of a shard, or an InputError naming it (damaged, no `text` column)."""
+    return read_input(path, lambda p: pq.ParquetFile(p).read_row_group(row_group, columns=["text"])
+                      .column("text").to_pylist())
 
 
 def verify_parquet(path: Path, column: str | None = "text") -> str | None:
@@ -62,9 +73,8 @@ def iter_texts(paths: list[str | Path], max_chars: int | None = None, doc_cap: i
     """Documents from the shards in order, each cut to `doc_cap` characters, `max_chars` in all."""
     total = 0
     for path in paths:
-        pf = pq.ParquetFile(path)
-        for rg in range(pf.num_row_groups):
-            for text in pf.read_row_group(rg, columns=["text"]).column("text").to_pylist():
+        for rg in range(row_group_count(path)):
+            for text in read_texts(path, rg):
                 text = text[:doc_cap] if doc_cap else text
                 if max_chars is not None and total + len(text) > max_chars:
                     text = text[:max_chars - total]

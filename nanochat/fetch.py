@@ -10,7 +10,6 @@ $HF_ENDPOINT does the same for the hub.
 """
 
 import fnmatch
-import hashlib
 import json
 import logging
 import os
@@ -25,18 +24,11 @@ from pathlib import Path
 from huggingface_hub import HfApi, get_hf_file_metadata, hf_hub_download, hf_hub_url
 
 from nanochat.catalog import HubFiles, UrlFile, source_url
+from nanochat.common import sha256sum
 from nanochat.dataset import verify_parquet
 
 log = logging.getLogger("nanochat.fetch")
 ATTEMPTS = 3  # a download failing verification is deleted and downloaded again, at most this often
-
-
-def sha256sum(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(2 ** 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def megabytes(size: int | str | None) -> str:

@@ -16,6 +16,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from nanochat import fused
+from nanochat.config_checks import model_shape
 from nanochat.muon import Muon
 
 SOFTCAP = 15.0  # logits are squashed into (-15, 15) by 15 tanh(x / 15)
@@ -33,15 +34,8 @@ class GPTConfig:
     @classmethod
     def from_depth(cls, depth: int, vocab_size: int, sequence_len: int, model_dim: int = 0,
                    n_kv_head: int = 0) -> "GPTConfig":
-        """Upstream's sizing: width = depth x 64 and head dim 128 where it divides (else 64)."""
-        dim = model_dim or depth * 64
-        head_dim = 128 if dim % 128 == 0 else 64
-        if dim % head_dim:
-            raise ValueError(f"model width {dim} is not a multiple of 64")
-        n_head = dim // head_dim
-        n_kv = n_kv_head or n_head
-        if n_head % n_kv:
-            raise ValueError(f"n_kv_head={n_kv} must divide n_head={n_head}")
+        """Upstream's sizing (nanochat.config_checks): width = depth x 64, head dim 128 where it divides (else 64)."""
+        dim, n_head, n_kv = model_shape(depth, model_dim, n_kv_head)
         return cls(sequence_len, vocab_size, depth, n_head, n_kv, dim)
 
 

@@ -14,6 +14,8 @@ from tokenizers import Tokenizer as HFTokenizer
 from tokenizers.models import BPE
 from tokenizers.trainers import BpeTrainer
 
+from nanochat.common import read_input
+
 SPECIAL_TOKENS = [
     "<|bos|>",  # starts every document; also the document delimiter in packed rows
     "<|user_start|>", "<|user_end|>",
@@ -54,7 +56,7 @@ class Tokenizer:
 
     @classmethod
     def load(cls, path: str | Path) -> "Tokenizer":
-        return cls(HFTokenizer.from_file(str(path)))
+        return cls(read_input(path, lambda p: HFTokenizer.from_file(str(p))))
 
     def save(self, path: str | Path) -> None:
         self.hf.save(str(path))

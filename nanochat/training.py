@@ -20,11 +20,11 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 
 from nanochat.common import write_atomic
 from nanochat.compute import Compute, shutdown
+from nanochat.retry_guard import RESUMABLE_EXIT
 from nanochat.sharding import ParameterShards, optimizer_state_bytes
 
 log = logging.getLogger("nanochat.train")
 
-RESUMABLE_EXIT = 75  # EX_TEMPFAIL: a step checkpoint was written on request; rerunning resumes
 
 
 @dataclasses.dataclass

@@ -48,6 +48,33 @@ def test_an_unreadable_checkpoint_is_moved_aside_and_never_pruned(tmp_path, capl
     assert (aside / "model.pt").read_bytes() == truncated
 
 
+class RunsCode:
+    """Unpickling it calls open(path, "w"): what a hostile training.pt could do with any function."""
+
+    def __init__(self, path):
+        self.path = str(path)
+
+    def __reduce__(self):
+        return open, (self.path, "w")
+
+
+def test_a_training_state_that_would_run_code_is_never_unpickled(tmp_path, caplog):
+    """training.pt loads as tensors and plain types only (weights_only): a pickle that calls a function makes
+    the checkpoint unusable, moved aside, and nothing in it runs."""
+    ckpts = checkpoints(tmp_path / "run")
+    model, opts = make_model(1)
+    for step in (10, 20):
+        ckpts.save(step, model, opts, loader_state={0: (step, 0)}, meta={"history": []})
+    marker = tmp_path / "code-ran"
+    state = torch.load(tmp_path / "run" / "step_000020" / "training.pt", weights_only=True)
+    torch.save({**state, "loader": RunsCode(marker)}, tmp_path / "run" / "step_000020" / "training.pt")
+    restored, opts = make_model(99)
+    with caplog.at_level(logging.WARNING):
+        meta, loader_state = ckpts.load_latest(restored, opts)
+    assert not marker.exists()
+    assert meta["step"] == 10 and loader_state == {0: (10, 0)} and "step_000020 is unusable" in caplog.text
+
+
 def test_pruning_keeps_the_saved_checkpoint_and_the_one_before_and_never_a_newer_one(tmp_path):
     ckpts = checkpoints(tmp_path)
     model, opts = make_model(0)

@@ -94,5 +94,5 @@ def test_targets_are_inputs_shifted_and_documents_start_with_bos(corpus):
 
 def test_batch_must_divide_evenly(corpus):
     shards, tok = corpus
-    with pytest.raises(ValueError, match="multiple"):
+    with pytest.raises(SystemExit, match="multiple"):
         DataLoader(shards, tok, B=2, T=8, total_batch=48, world_size=2)

@@ -4,8 +4,9 @@ import sys
 import pyarrow.parquet as pq
 import pytest
 
+from nanochat.common import sha256sum
 from nanochat.dataset import build_offline_shard, iter_texts, offline_documents, verify_parquet, write_shard
-from nanochat.fetch import check_hub_file, sha256sum
+from nanochat.fetch import check_hub_file
 from nanochat.layout import shard_name
 
 

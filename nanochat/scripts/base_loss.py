@@ -13,7 +13,7 @@ import torch
 
 from nanochat import settings
 from nanochat.checkpoint import load_model
-from nanochat.common import run_record, start_compute_stage, write_json_atomic
+from nanochat.common import read_input, run_record, start_compute_stage, write_json_atomic
 from nanochat.compute import init_compute
 from nanochat.engine import Engine
 from nanochat.loss_eval import eval_batches, evaluate_bpb
@@ -53,7 +53,7 @@ def main(argv: list[str] | None = None) -> None:
     compute = init_compute(args.device)
     model, meta = load_model(args.model_dir, compute.device)
     tokenizer = Tokenizer.load(args.tokenizer)
-    token_bytes = torch.load(token_bytes_path)
+    token_bytes = read_input(token_bytes_path, torch.load)
     B, T = cfg.device_batch_size, model.config.sequence_len
     record = {"settings": dataclasses.asdict(cfg), "model_step": meta["step"]}
     for split, shard in (("train", args.train), ("val", args.val)):

@@ -11,6 +11,7 @@ number of processes wrote it. SIGTERM, SIGINT (Ctrl-C) and SIGUSR1 write a check
 progress stops at once, saying how that attempt ended (nanochat.checkpoint).
 """
 
+import argparse
 import dataclasses
 import logging
 import time
@@ -20,11 +21,12 @@ import torch
 
 from nanochat import settings
 from nanochat.checkpoint import StepCheckpoints, save_final
-from nanochat.common import run_hash, run_record, start_compute_stage, write_json_atomic
+from nanochat.common import read_input, run_hash, run_record, start_compute_stage, write_json_atomic
 from nanochat.compute import init_compute, shutdown
 from nanochat.dataloader import DataLoader
 from nanochat.gpt import GPT, GPTConfig
 from nanochat.loss_eval import eval_batches, evaluate_bpb
+from nanochat.retry_guard import no_retry_on_exit
 from nanochat.sharding import ParameterShards
 from nanochat.tokenizer import Tokenizer
 from nanochat.training import RuntimeSettings, StopRequest, add_attempt_flag, train_loop
@@ -70,6 +72,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("shards", nargs="+", help="training shards")
     add_attempt_flag(parser)
     args = parser.parse_args(argv)
+    with no_retry_on_exit(args.ckpt_dir, args.attempt):
+        train(args)
+
+
+def train(args: argparse.Namespace) -> None:
     cfg: BaseTrainSettings = settings.from_args(BaseTrainSettings, args)
     rt: RuntimeSettings = settings.from_args(RuntimeSettings, args)
     token_bytes_path = args.tokenizer.parent / "token_bytes.pt"
@@ -80,7 +87,7 @@ def main(argv: list[str] | None = None) -> None:
         logging.getLogger().setLevel(logging.WARNING)
     stop = StopRequest(rt.stop_before_limit)
     tokenizer = Tokenizer.load(args.tokenizer)
-    token_bytes = torch.load(token_bytes_path)
+    token_bytes = read_input(token_bytes_path, torch.load)
     B, T = cfg.device_batch_size, cfg.max_seq_len
     model_config = GPTConfig.from_depth(cfg.depth, tokenizer.vocab_size, T, cfg.model_dim, cfg.n_kv_head)
     torch.manual_seed(cfg.seed)

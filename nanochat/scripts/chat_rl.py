@@ -9,6 +9,7 @@ The samples of a question share one prefill (nanochat.engine, calculator tool in
 by the question's index, so a resumed run draws exactly the samples it would have.
 """
 
+import argparse
 import dataclasses
 
 import torch
@@ -16,6 +17,7 @@ import torch
 from nanochat import chat_train
 from nanochat.catalog import CATALOG
 from nanochat.engine import Engine
+from nanochat.retry_guard import no_retry_on_exit
 from nanochat.tasks import gsm8k
 
 
@@ -41,7 +43,7 @@ class RolloutLoader:
     def __init__(self, model, tokenizer, questions: list[dict], cfg: ChatRlSettings, rank: int, world_size: int,
                  state: dict[str, int] | None = None):
         if cfg.questions_per_step % world_size:
-            raise ValueError(f"questions_per_step {cfg.questions_per_step} must be a multiple of {world_size}")
+            raise SystemExit(f"error: questions_per_step {cfg.questions_per_step} must be a multiple of {world_size}")
         self.model, self.tokenizer, self.questions, self.cfg = model, tokenizer, questions, cfg
         self.engine = Engine(model, tokenizer)
         self.accum, self.rank = cfg.questions_per_step // world_size, rank
@@ -90,7 +92,13 @@ def policy_gradient_loss(model, batch):
 
 
 def main(argv: list[str] | None = None) -> None:
-    stage = chat_train.setup(ChatRlSettings, "chat_rl", __doc__, argv, gsm8k="GSM8K's training set (downloaded folder)")
+    args = chat_train.parse(ChatRlSettings, __doc__, argv, gsm8k="GSM8K's training set (downloaded folder)")
+    with no_retry_on_exit(args.ckpt_dir, args.attempt):
+        train(args)
+
+
+def train(args: argparse.Namespace) -> None:
+    stage = chat_train.setup(ChatRlSettings, "chat_rl", args, extra_inputs=[args.gsm8k])
     cfg = stage.cfg
     questions = gsm8k.read(stage.args.gsm8k)
     loader = RolloutLoader(stage.model, stage.tokenizer, questions, cfg, stage.compute.rank,

@@ -9,6 +9,7 @@ import dataclasses
 from typing import Literal
 
 from nanochat import chat_train
+from nanochat.retry_guard import no_retry_on_exit
 
 
 @dataclasses.dataclass
@@ -28,7 +29,9 @@ class ChatSftSettings:
 
 
 def main(argv: list[str] | None = None) -> None:
-    chat_train.train_on_conversations(ChatSftSettings, "chat_sft", pack=False, doc=__doc__, argv=argv)
+    args = chat_train.parse(ChatSftSettings, __doc__, argv)
+    with no_retry_on_exit(args.ckpt_dir, args.attempt):
+        chat_train.train_on_conversations(ChatSftSettings, "chat_sft", pack=False, args=args)
 
 
 if __name__ == "__main__":

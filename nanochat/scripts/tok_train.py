@@ -16,7 +16,7 @@ import time
 import torch
 
 from nanochat import settings
-from nanochat.common import run_record, start_compute_stage, write_json_atomic
+from nanochat.common import run_record, sha256sum, start_compute_stage, write_atomic, write_json_atomic
 from nanochat.dataset import iter_texts
 from nanochat.tokenizer import Tokenizer
 
@@ -56,11 +56,13 @@ def main(argv: list[str] | None = None) -> None:
     if tokenizer.vocab_size != cfg.vocab_size:
         log.warning("vocab came out at %d, not %d: the corpus has too few distinct merges",
                     tokenizer.vocab_size, cfg.vocab_size)
-    args.out_dir.mkdir(parents=True, exist_ok=True)
-    tokenizer.save(args.out_dir / "tokenizer.json")
-    torch.save(torch.tensor(tokenizer.token_bytes(), dtype=torch.int32), args.out_dir / "token_bytes.pt")
+    write_atomic(args.out_dir / "tokenizer.json", tokenizer.save)
+    token_bytes = torch.tensor(tokenizer.token_bytes(), dtype=torch.int32)
+    write_atomic(args.out_dir / "token_bytes.pt", lambda tmp: torch.save(token_bytes, tmp))
     write_json_atomic(args.out_dir / "tok_train.json", {
         "settings": dataclasses.asdict(cfg), "shards": [str(s) for s in shards],
+        # what the workflow checks the tokenizer against when it starts (nanochat.integrity)
+        "tokenizer_sha256": sha256sum(args.out_dir / "tokenizer.json"),
         "train_chars": seen["chars"], "train_docs": seen["docs"], "vocab_size": tokenizer.vocab_size,
         "train_time_s": round(train_s, 3), **run_record(started)})
     log.info("vocab %d trained on %d chars (%d docs) in %.1fs", tokenizer.vocab_size, seen["chars"],

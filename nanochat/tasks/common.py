@@ -7,6 +7,8 @@ from typing import Literal
 
 import pyarrow.parquet as pq
 
+from nanochat.common import read_input
+
 LETTERS = "ABCDEFGHIJ"
 
 
@@ -42,4 +44,4 @@ def parquet_rows(folder: Path) -> list[dict]:
     files = sorted(Path(folder).rglob("*.parquet"))
     if not files:
         raise SystemExit(f"error: missing input: no parquet files in {folder} (run the `download` target)")
-    return [row for path in files for row in pq.read_table(path).to_pylist()]
+    return [row for path in files for row in read_input(path, pq.read_table).to_pylist()]

@@ -19,7 +19,7 @@ rule base_train:
     threads: 16
     retries: TRAINING_RETRIES
     resources:
-        attempt=attempt_number,
+        attempt=training_attempt("base_train"),
     log:
         log_path("base_train"),
     benchmark:

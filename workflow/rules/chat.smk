@@ -20,7 +20,7 @@ rule mid_train:
     threads: 16
     retries: TRAINING_RETRIES
     resources:
-        attempt=attempt_number,
+        attempt=training_attempt("mid_train"),
     log:
         log_path("mid_train"),
     benchmark:
@@ -49,7 +49,7 @@ rule chat_sft:
     threads: 16
     retries: TRAINING_RETRIES
     resources:
-        attempt=attempt_number,
+        attempt=training_attempt("chat_sft"),
     log:
         log_path("chat_sft"),
     benchmark:
@@ -77,7 +77,7 @@ rule chat_rl:
     threads: 16
     retries: TRAINING_RETRIES
     resources:
-        attempt=attempt_number,
+        attempt=training_attempt("chat_rl"),
     log:
         log_path("chat_rl"),
     benchmark:

@@ -9,6 +9,8 @@ from snakemake.exceptions import WorkflowError
 
 from nanochat import layout
 from nanochat.catalog import CATALOG, CHAT_EVAL_TEST_SETS, CORE_TASKS, MIXTURES, mixture_entries, reachable, source_url
+from nanochat.integrity import set_aside_damaged, set_aside_stale_report
+from nanochat.retry_guard import refusal
 
 # Jobs run `python -m nanochat...`: find the Python that runs Snakemake (e.g. an unactivated .venv)
 # first. Its environment is every job's: there are no per-rule environments (docs/how-to/setup-environment.md).
@@ -26,6 +28,17 @@ HUB_DIR = BASE / layout.HUB
 EXPORT_DIR = BASE / layout.EXPORT
 RL_ENABLED = config["workflow"]["chat_rl"]
 CHAT_MODELS = ["mid", "sft"] + ["rl"] * RL_ENABLED  # the models `all` and `report` evaluate on the chat tasks
+# What the chat tools load: `report` requires it, so that what is lost of it is rebuilt.
+REPORTED = [str(TOKENIZER_DIR / "tokenizer.json"), str(TOKENIZER_DIR / "token_bytes.pt")] + [
+    str(CKPT[model] / "model.pt") for model in ["base"] + CHAT_MODELS]
+
+# Kept artefacts damaged since their stage wrote them are moved aside, and report.md when some of REPORTED is
+# gone, so that `report` rebuilds it (nanochat.integrity). Only the main Snakemake process looks.
+if workflow.is_main_process:
+    for message in set_aside_damaged([*SHARDS, *REPORTED]):
+        logger.warning(message)
+    if stale := set_aside_stale_report(REPORT_DIR / "report.md", [p for p in REPORTED if not os.path.exists(p)]):
+        logger.warning(stale)
 
 
 def download_path(name: str) -> str:
@@ -77,20 +90,29 @@ def cli(section: str) -> str:
 
 # A failed training job (time limit, preemption, crash) is started again and resumes from its newest
 # step checkpoint, as often as a long run needs (`workflow.training_retries`, default 20: 21 jobs, 10 days
-# of 12-hour jobs). A retry that would only repeat a failure ends at once: the trainer stops, naming the
-# cause, when the previous attempt made no progress (nanochat.checkpoint), so each retry left ends as soon
-# as it starts; they cannot be cancelled from here, since Snakemake's `retries` is a plain number. Only the
+# of 12-hour jobs). A retry that could only repeat a failure is never submitted: after an error no retry can
+# fix (an input that does not load, a refused setting, an attempt without progress: nanochat.retry_guard) the
+# run stops, naming it (training_attempt below). Only the
 # main Snakemake process retries: inside a SLURM job a second Snakemake runs the rule, and a rule's
 # `retries` would apply there too, restarting a job that stopped for its time limit inside the same,
 # ending allocation.
 TRAINING_RETRIES = config["workflow"]["training_retries"] if workflow.is_main_process else 0
 
 
-def attempt_number(wildcards, attempt: int) -> int:
-    """Snakemake's attempt number of a job (1, then 2 for its first retry, ...), as a resource so that a
-    training rule's shell can pass it on: resources are evaluated anew for each attempt, in the job too
-    (a param would not be, and a changed param would retrain the model)."""
-    return attempt
+def training_attempt(stage: str):
+    """The resource `attempt` of a training rule: Snakemake's attempt number of the job (1, then 2 for its
+    first retry, ...), which the rule's shell passes on. Resources are evaluated anew for each attempt, in the
+    job too (a param would not be, and a changed param would retrain the model). Before an attempt, the main
+    Snakemake process asks whether it may start at all (nanochat.retry_guard): not while an earlier command's
+    trainer still trains the stage, not after an error no retry can fix. Else the run stops, saying why."""
+    model = next(model for model, trainer in layout.TRAINED_BY.items() if trainer == stage)
+
+    def attempt_number(wildcards, attempt: int) -> int:
+        if workflow.is_main_process and (why := refusal(stage, CKPT[model] / "steps", attempt, log_path(stage))):
+            raise WorkflowError(why)
+        return attempt
+
+    return attempt_number
 
 
 # SLURM mail: the ptolemy profile passes $NANOCHAT_SLURM_MAIL to sbatch. The address comes from

@@ -16,6 +16,7 @@ rule report:
             *[rules.chat_rl.output.record] * RL_ENABLED,
             *expand(rules.chat_eval.output.record, model=CHAT_MODELS),
         ],
+        reported=REPORTED,  # not read: required so that what is lost of it is rebuilt (common.smk)
     output:
         report=report(str(REPORT_DIR / "report.md"), category="Report"),
         plots=[report(str(REPORT_DIR / name), category="Plots") for name in layout.PLOTS],

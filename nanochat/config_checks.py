@@ -1,0 +1,43 @@
+"""What the schema cannot say about a config: settings each valid alone that the stages would refuse together
+(a width that is not a multiple of the head dimension, a batch that does not divide into micro-batches).
+The workflow checks them when it parses (workflow/Snakefile), so that such a config stops the run at once,
+naming the key, not hours later inside a job. Torch-free; gpt.GPTConfig.from_depth sizes the model with
+`model_shape`, so the check and the model cannot disagree."""
+
+from typing import Any
+
+
+def model_shape(depth: int, model_dim: int = 0, n_kv_head: int = 0) -> tuple[int, int, int]:
+    """(width, query heads, key/value heads): upstream's sizing, width = depth x 64 and head dim 128 where it
+    divides (else 64). A ValueError names the setting (base_train.<key>) that does not fit."""
+    dim = model_dim or depth * 64
+    if dim % 64:
+        raise ValueError(f"base_train.model_dim={model_dim}: the model's width must be a multiple of 64 "
+                         "(its head dimension), e.g. 64, 128, 192, 256")
+    n_head = dim // (128 if dim % 128 == 0 else 64)
+    n_kv = n_kv_head or n_head
+    if n_kv > n_head or n_head % n_kv:
+        raise ValueError(f"base_train.n_kv_head={n_kv_head}: must divide the {n_head} query heads of width {dim} "
+                         f"(divisors: {', '.join(str(d) for d in range(1, n_head + 1) if n_head % d == 0)}; "
+                         "0: as many as query heads)")
+    return dim, n_head, n_kv
+
+
+def problems(config: dict[str, Any]) -> list[str]:
+    """Why the stages would refuse `config` (sections as in config/config.yaml), one message per key."""
+    found = []
+    base = config["base_train"]
+    try:
+        model_shape(base["depth"], base["model_dim"], base["n_kv_head"])
+    except ValueError as err:
+        found.append(str(err))
+    micro_batch = base["device_batch_size"] * base["max_seq_len"]
+    if base["total_batch_size"] % micro_batch:
+        found.append(f"base_train.total_batch_size={base['total_batch_size']}: must be a multiple of "
+                     f"device_batch_size x max_seq_len = {micro_batch} tokens (and of that times the GPUs)")
+    for stage in ("mid_train", "chat_sft"):
+        rows, per_device = config[stage]["rows_per_step"], config[stage]["device_batch_size"]
+        if rows % per_device:
+            found.append(f"{stage}.rows_per_step={rows}: must be a multiple of device_batch_size={per_device} "
+                         "(and of that times the GPUs)")
+    return found
