@@ -37,6 +37,7 @@ from nanochat.checkpoint import load_model
 from nanochat.common import progress_logger, run_record, start_compute_stage, write_json_atomic
 from nanochat.compute import init_compute
 from nanochat.engine import Engine, right_padded
+from nanochat.execution import sandbox_layers
 from nanochat.layout import CHAT_EVAL_TASKS
 from nanochat.tasks.common import LETTERS, EvalTask
 from nanochat.tokenizer import Tokenizer
@@ -129,7 +130,8 @@ def score_task(args: argparse.Namespace, cfg: ChatEvalSettings) -> None:
         "n": len(items), "baseline": task.baseline, "centered": (accuracy - task.baseline) / (1 - task.baseline),
         "correct": correct, "answers": answers, "items_per_s": round(len(items) / seconds, 3), "model_step": meta["step"],
         "settings": dataclasses.asdict(cfg), "data": {name: CATALOG[name].describe() for name in hub},
-        "device": str(compute.device), "torch": torch.__version__, **run_record(started)})
+        "device": str(compute.device), "torch": torch.__version__, **run_record(started),
+        **({"sandbox": sandbox_layers()} if args.task == "humaneval" else {})})  # the OS layers its programs ran under
 
 
 def aggregate(args: argparse.Namespace, cfg: ChatEvalSettings) -> None:
