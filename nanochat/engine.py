@@ -5,6 +5,10 @@ prompt's KV cache, with the calculator tool; and greedy completions of many prom
 When the model writes <|python_start|>expr<|python_end|>, the engine evaluates `expr` (arithmetic, or a
 string's .count) and forces <|output_start|>result<|output_end|> into that completion, as the model saw
 in training. Generation of a completion stops at <|assistant_end|> or <|bos|>.
+
+A prompt and its completion share the model's positions (its rotary cache, GPT.rotary_len: ten times the
+training sequence length): `generate` refuses a prompt that leaves no position for a token (PromptTooLong,
+before any work) and ends a completion where the positions run out, as it ends one at max_tokens.
 """
 
 import re
@@ -58,6 +62,10 @@ def right_padded(rows: list[list[int]], device: torch.device | str) -> torch.Ten
     return torch.tensor([r + [r[-1]] * (width - len(r)) for r in rows], device=device)
 
 
+class PromptTooLong(ValueError):
+    """A prompt that leaves the model no position to write a token in."""
+
+
 class _Row:
     """One completion being generated: tool output still to feed, an open python call, whether it ended."""
 
@@ -93,6 +101,19 @@ class Engine:
             row.python.append(token)
         return token
 
+    @property
+    def context(self) -> int:
+        """Positions the model has, shared by a prompt and its completion."""
+        return self.model.rotary_len
+
+    def room(self, prompt_tokens: int) -> int:
+        """The longest completion of a prompt of this many tokens; PromptTooLong if there is no room."""
+        room = self.context - prompt_tokens
+        if room < 1:
+            raise PromptTooLong(f"the prompt has {prompt_tokens} tokens; this model has {self.context} positions "
+                                "for the prompt and its reply together")
+        return room
+
     def _cache(self, batch_size: int, seq_len: int) -> KVCache:
         c, weight = self.model.config, self.model.lm_head.weight
         return KVCache(batch_size, c.n_kv_head, seq_len, c.n_embd // c.n_head, c.n_layer, weight.device,
@@ -101,8 +122,10 @@ class Engine:
     @torch.inference_mode()
     def generate(self, tokens: list[int], num_samples: int = 1, max_tokens: int = 256, temperature: float = 1.0,
                  top_k: int = 0, seed: int = 42, top_p: float = 1.0) -> Iterator[list[int | None]]:
-        """Yield, per decoding step, the next token of each completion (None once that one has ended)."""
+        """Yield, per decoding step, the next token of each completion (None once that one has ended), at most
+        max_tokens steps or as many as the model has positions left for."""
         model, device = self.model, self.model.lm_head.weight.device
+        max_tokens = min(max_tokens, self.room(len(tokens)))
         cache = self._cache(1, len(tokens) + max_tokens)
         hidden = model.hidden(torch.tensor([tokens], device=device), kv_cache=cache)
         logits = model.logits(hidden[:, -1])  # the head of the last position only: a vocab-sized matmul

@@ -1,17 +1,9 @@
-"""Inference engine, calculator tool and the chat CLI."""
-
-import os
-import pty
-import select
-import subprocess
-import sys
-import time
+"""Inference engine and calculator tool."""
 
 import pytest
 import torch
 
-from conftest import REPO
-from nanochat.engine import Engine, use_calculator
+from nanochat.engine import Engine, PromptTooLong, use_calculator
 from nanochat.gpt import GPT, GPTConfig
 from nanochat.tokenizer import Tokenizer
 
@@ -90,6 +82,21 @@ def test_top_p_draws_from_the_smallest_set_of_likeliest_tokens_that_reaches_it(t
         assert (draws == 0).float().mean().item() == pytest.approx(0.5 / 0.8, abs=0.03)
 
 
+def test_a_completion_ends_where_the_models_positions_do(tokenizer):
+    """Prompt and completion share the model's positions (ten times its sequence length, 640 here): a long
+    prompt's completion is cut where they run out (before, the model raised there), and a prompt that leaves
+    none is refused before any work."""
+    model = random_model(tokenizer.vocab_size)
+    engine = Engine(model, tokenizer)
+    engine.stop = set()
+    assert engine.context == model.rotary_len == 640
+    prompt = [tokenizer.bos_id] * 636
+    [completion] = engine.generate_batch(prompt, 1, max_tokens=30, temperature=0.0)
+    assert len(completion) == engine.room(len(prompt)) == 4
+    with pytest.raises(PromptTooLong, match="640 positions"):
+        next(engine.generate([tokenizer.bos_id] * 640, max_tokens=1))
+
+
 class Scripted(torch.nn.Module):
     """A stand-in model that writes a fixed script, one token per position, whatever it is fed."""
 
@@ -97,6 +104,7 @@ class Scripted(torch.nn.Module):
         super().__init__()
         self.script, self.vocab_size = script, vocab_size
         self.config = GPTConfig(64, vocab_size, 1, 1, 1, 64)
+        self.rotary_len = 640  # the positions it has, as GPT's (Engine.context)
         self.lm_head = torch.nn.Linear(1, 1)
         self.fed: list[list[int]] = []
 
@@ -137,37 +145,3 @@ def test_calculator_evaluates_whitelisted_expressions(expr, value):
                                   "1/0", "'a'.count('a') + 1", "x" * 200, "[].__class__"])
 def test_calculator_refuses_anything_else(expr):
     assert use_calculator(expr) is None
-
-
-def test_cli_answers_in_a_terminal_and_exits_cleanly(chat_run):
-    """Drive the real CLI through a pseudo-terminal, as a user would."""
-    main_fd, child_fd = pty.openpty()
-    proc = subprocess.Popen([sys.executable, "-m", "nanochat.scripts.chat_cli", "--max_tokens", "16"],
-                            cwd=chat_run, stdin=child_fd, stdout=child_fd, stderr=child_fd)
-    os.close(child_fd)
-    output = b""
-
-    def read_until(marker: bytes, count: int = 1, timeout: float = 120) -> None:
-        nonlocal output
-        deadline = time.time() + timeout
-        while output.count(marker) < count:
-            assert time.time() < deadline, output.decode(errors="replace")
-            if select.select([main_fd], [], [], 0.5)[0]:
-                output += os.read(main_fd, 4096)
-
-    read_until(b"User: ")
-    os.write(main_fd, b"Spell the word: light\n")
-    read_until(b"Assistant: ")
-    read_until(b"User: ", count=2)
-    os.write(main_fd, b"/exit\n")
-    assert proc.wait(timeout=60) == 0
-    os.close(main_fd)
-    reply = output.split(b"Assistant: ")[1].split(b"User: ")[0].strip()
-    assert reply, "the model said nothing"
-
-    one_shot = subprocess.run([sys.executable, "-m", "nanochat.scripts.chat_cli", "-i", "mid", "-p", "Hello",
-                               "--max_tokens", "5"], cwd=chat_run, capture_output=True, text=True, timeout=120)
-    assert one_shot.returncode == 0 and one_shot.stdout.strip()
-    missing = subprocess.run([sys.executable, "-m", "nanochat.scripts.chat_cli", "-i", "rl"], cwd=REPO.parent,
-                             capture_output=True, text=True, timeout=60)
-    assert missing.returncode != 0 and "no rl checkpoint" in missing.stderr
