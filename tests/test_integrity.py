@@ -154,3 +154,4 @@ def test_a_live_trainer_of_an_earlier_command_refuses_every_attempt(tmp_path):
         trainer.wait()
     assert refusal("base_train", tmp_path, 1, "log") is None  # its holder is gone: the lock is stale
 
+
