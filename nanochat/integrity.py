@@ -89,10 +89,21 @@ def set_aside_damaged(paths: Iterable[str | Path]) -> list[str]:
             for path in map(Path, paths) if path.is_file() and (why := problem(path))]
 
 
+# Beside each file the chat tools load, what its stage writes after it: the file was built when that is there.
+WRITTEN_AFTER = {"model.pt": "meta.json", "tokenizer.json": "tok_train.json", "token_bytes.pt": "tok_train.json"}
+
+
+def lost(paths: Iterable[str | Path]) -> list[str]:
+    """The files of `paths` that are gone though their stage finished (its later file is there): deleted, or set
+    aside here. A file of a stage that never ran (a model of a stage this config adds) is not lost."""
+    return [str(path) for path in map(Path, paths)
+            if not path.exists() and (path.parent / WRITTEN_AFTER[path.name]).is_file()]
+
+
 def set_aside_stale_report(report: Path, missing: list[str]) -> str | None:
     """report.md requires every final model and the tokenizer (workflow/rules/report.smk) and describes them: with
-    some `missing` (deleted, or damaged and set aside) it is moved aside, so that the `report` target runs again
-    and rebuilds them, with what was made from them. Snakemake rebuilds a missing file only for a job that runs."""
+    some `missing` (lost) it is moved aside, so that the `report` target runs again and rebuilds them, with what
+    was made from them. Snakemake rebuilds a missing file only for a job that runs."""
     if not report.is_file() or not missing:
         return None
     return (f"{', '.join(missing)} gone since {report} was written: moved the report aside to "

@@ -26,6 +26,7 @@ from nanochat import fetch, layout
 from nanochat.catalog import CATALOG, CORE_TASKS
 from nanochat.checkpoint import read_attempts
 from nanochat.dataset import iter_texts
+from nanochat.retry_guard import NO_RETRY
 from nanochat.tokenizer import Tokenizer
 
 
@@ -307,8 +308,9 @@ def test_a_retry_after_an_attempt_without_progress_stops_at_once_saying_why(tiny
     assert "not training: the previous attempt (started" in retry.stderr
     assert "at step 0 on" in retry.stderr and "made no progress: it ended without a word: killed" in retry.stderr
     assert "| loss" not in retry.stderr
-    [run] = tmp_path.glob("steps/*")
+    [run] = [folder for folder in tmp_path.glob("steps/*") if folder.is_dir()]
     assert [a["outcome"] for a in read_attempts(run)] == [None]
+    assert json.loads((tmp_path / "steps" / NO_RETRY).read_text())["attempt"] == 2  # so no retry follows it
 
 
 def test_one_command_retries_a_run_as_long_as_each_attempt_advances(straight_run, tmp_path):

@@ -9,13 +9,14 @@ import sys
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+import torch
 
 from nanochat.checkpoint import load_model, save_final
 from nanochat.common import sha256sum, write_json_atomic
 from nanochat.dataloader import DataLoader
 from nanochat.dataset import iter_texts, write_shard
 from nanochat.gpt import GPT, GPTConfig
-from nanochat.integrity import problem, set_aside_damaged, set_aside_stale_report
+from nanochat.integrity import lost, problem, set_aside_damaged, set_aside_stale_report
 from nanochat.retry_guard import NO_RETRY, RESUMABLE_EXIT, no_retry_on_exit, refusal
 from nanochat.tokenizer import Tokenizer
 
@@ -86,6 +87,16 @@ def test_a_report_of_what_is_gone_is_moved_aside(tmp_path):
     message = set_aside_stale_report(report, [model])
     assert model in message and not report.exists()
     assert [p.read_text() for p in tmp_path.glob("report.md.stale-*")] == ["# report"]
+
+
+def test_only_what_its_stage_finished_is_lost(tmp_path, tokenizer):
+    model, never_trained = tiny_model_folder(tmp_path / "base"), tmp_path / "rl" / "model.pt"
+    token_bytes = tokenizer.parent / "token_bytes.pt"
+    torch.save(torch.zeros(3), token_bytes)
+    assert lost([model, never_trained, tokenizer, token_bytes]) == []
+    model.unlink()
+    token_bytes.unlink()
+    assert lost([model, never_trained, tokenizer, token_bytes]) == [str(model), str(token_bytes)]
 
 
 def test_load_errors_name_the_file(tmp_path, tokenizer):

@@ -9,7 +9,7 @@ from snakemake.exceptions import WorkflowError
 
 from nanochat import layout
 from nanochat.catalog import CATALOG, CHAT_EVAL_TEST_SETS, CORE_TASKS, MIXTURES, mixture_entries, reachable, source_url
-from nanochat.integrity import set_aside_damaged, set_aside_stale_report
+from nanochat.integrity import lost, set_aside_damaged, set_aside_stale_report
 from nanochat.retry_guard import refusal
 
 # Jobs run `python -m nanochat...`: find the Python that runs Snakemake (e.g. an unactivated .venv)
@@ -37,7 +37,7 @@ REPORTED = [str(TOKENIZER_DIR / "tokenizer.json"), str(TOKENIZER_DIR / "token_by
 if workflow.is_main_process:
     for message in set_aside_damaged([*SHARDS, *REPORTED]):
         logger.warning(message)
-    if stale := set_aside_stale_report(REPORT_DIR / "report.md", [p for p in REPORTED if not os.path.exists(p)]):
+    if stale := set_aside_stale_report(REPORT_DIR / "report.md", lost(REPORTED)):
         logger.warning(stale)
 
 
