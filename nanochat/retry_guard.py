@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from nanochat import run_lock
+from nanochat.common import write_json_atomic
 
 NO_RETRY = "no_retry.json"  # in a stage's step checkpoint folder (--ckpt_dir): the error that ended its attempt
 RESUMABLE_EXIT = 75  # EX_TEMPFAIL: a step checkpoint was written on request (time limit, signal); a retry resumes
@@ -33,9 +34,8 @@ def no_retry_on_exit(ckpt_dir: Path, attempt: int) -> Iterator[None]:
         yield
     except SystemExit as stop:
         if stop.code not in (None, 0, RESUMABLE_EXIT):
-            marker.parent.mkdir(parents=True, exist_ok=True)
             message = stop.code if isinstance(stop.code, str) else f"exit status {stop.code}: its log says why"
-            marker.write_text(json.dumps({"attempt": attempt, "error": message}) + "\n")
+            write_json_atomic(marker, {"attempt": attempt, "error": message})
         raise
 
 
@@ -60,9 +60,11 @@ def refusal(stage: str, ckpt_dir: Path, attempt: int, log: str) -> str | None:
                 f"again: it goes on from that trainer's newest step checkpoint. Or stop it ({stop}): it checkpoints "
                 "first.")
     marker = Path(ckpt_dir) / NO_RETRY
-    if attempt > 1 and marker.is_file():
-        stopped = json.loads(marker.read_text())
-        if stopped["attempt"] == attempt - 1:
-            return (f"{stage} is not retried: its attempt {stopped['attempt']} stopped on an error no retry can "
-                    f"fix: {stopped['error']} (log: {log}). Fix it, then run the same command again.")
+    try:
+        stopped = json.loads(marker.read_text()) if attempt > 1 else None
+    except (OSError, ValueError):  # none, or unreadable (not ours): the retry goes ahead, as before this guard
+        stopped = None
+    if isinstance(stopped, dict) and stopped.get("attempt") == attempt - 1:
+        return (f"{stage} is not retried: its attempt {stopped['attempt']} stopped on an error no retry can fix: "
+                f"{stopped.get('error')} (log: {log}). Fix it, then run the same command again.")
     return None

@@ -151,6 +151,14 @@ def test_an_attempt_clears_the_record_of_the_one_before(tmp_path):
     assert not (tmp_path / NO_RETRY).exists() and refusal("base_train", tmp_path, 2, "log") is None
 
 
+def test_an_unreadable_record_never_stops_a_retry(tmp_path):
+    for text in ("{", "[]", '{"error": "no attempt"}'):  # cut short, or not written by no_retry_on_exit
+        (tmp_path / NO_RETRY).write_text(text)
+        assert refusal("base_train", tmp_path, 2, "log") is None
+    (tmp_path / NO_RETRY).write_text('{"attempt": 1}')  # an error message that was lost: still no retry
+    assert "not retried" in refusal("base_train", tmp_path, 2, "log")
+
+
 def test_a_live_trainer_of_an_earlier_command_refuses_every_attempt(tmp_path):
     run = tmp_path / "0123abcd"
     run.mkdir()
