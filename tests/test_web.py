@@ -251,6 +251,12 @@ def test_openai_invalid_requests_get_a_400_naming_the_problem(client, change, pa
     assert error.value.status_code == 400 and param in str(error.value), str(error.value)
 
 
+def test_openai_body_that_is_not_json_is_a_400_naming_no_parameter(server):
+    status, text = post(server, b'{"model": "nanochat-sft", "messages": [', "/v1/chat/completions")
+    error = json.loads(text)["error"]
+    assert status == 400 and error["param"] is None and "JSON" in error["message"]
+
+
 def test_openai_unknown_model_is_a_404_naming_ours(client):
     with pytest.raises(NotFoundError, match="nanochat-sft"):
         client.chat.completions.create(model="gpt-4o", messages=[user("hi")], max_tokens=4)

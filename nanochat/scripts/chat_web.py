@@ -393,7 +393,8 @@ def create_app(pool: WorkerPool, source: str, api_key: str | None = None) -> Fas
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, error: RequestValidationError) -> JSONResponse:
         first = error.errors()[0]  # its input is not echoed: it may not even be encodable (a lone surrogate)
-        param = ".".join(str(part) for part in first["loc"][1:]) or None
+        # the body's JSON does not parse: FastAPI's location is a character offset, not a parameter
+        param = None if first["type"] == "json_invalid" else ".".join(str(part) for part in first["loc"][1:]) or None
         return route_error(request, 400 if is_openai(request) else 422, f"{param or 'body'}: {first['msg']}", param)
 
     @app.exception_handler(HTTPException)
