@@ -98,6 +98,16 @@ def read_input(path: str | os.PathLike, read: Callable[[Path], T]) -> T:
         raise InputError(path, err) from err
 
 
+def is_utf8(text: str) -> bool:
+    """Whether `text` encodes as UTF-8: not if it holds lone surrogates, which JSON's \\ud800 escapes decode to
+    and which stand for the undecodable bytes of text read with errors="surrogateescape" (stdin, argv)."""
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def start_compute_stage(inputs: Iterable[str | os.PathLike]) -> None:
     """Every compute entry point starts so: hub offline, logging on, all inputs present (else exit now)."""
     go_offline()

@@ -22,7 +22,8 @@ from openai import APIError, AuthenticationError, BadRequestError, NotFoundError
 from conftest import REPO
 from nanochat.checkpoint import load_model
 from nanochat.engine import Engine, decode_stream
-from nanochat.scripts.chat_web import MAX_BODY_BYTES, WorkerPool, create_app
+from nanochat.scripts.chat_web import MAX_BODY_BYTES, create_app
+from nanochat.serving import WorkerPool
 from nanochat.tokenizer import SPECIAL_TOKENS, Tokenizer
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"

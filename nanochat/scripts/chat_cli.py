@@ -18,6 +18,7 @@ from pathlib import Path
 
 from nanochat import layout
 from nanochat.checkpoint import find_model, load_model
+from nanochat.common import is_utf8
 from nanochat.compute import init_compute
 from nanochat.engine import Engine, decode_stream
 from nanochat.tokenizer import Tokenizer
@@ -34,16 +35,6 @@ def number(kind: type, low: float, meaning: str) -> Callable[[str], float]:
             raise argparse.ArgumentTypeError(f"{text} is out of range: {meaning}")
         return value
     return parse
-
-
-def is_utf8(text: str) -> bool:
-    """Whether text read with errors="surrogateescape" (stdin here, argv by Python) was UTF-8: its undecodable
-    bytes are lone surrogates."""
-    try:
-        text.encode()
-    except UnicodeEncodeError:
-        return False
-    return True
 
 
 def main(argv: list[str] | None = None) -> None:
