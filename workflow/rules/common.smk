@@ -92,10 +92,9 @@ def cli(section: str) -> str:
 # step checkpoint, as often as a long run needs (`workflow.training_retries`, default 20: 21 jobs, 10 days
 # of 12-hour jobs). A retry that could only repeat a failure is never submitted: after an error no retry can
 # fix (an input that does not load, a refused setting, an attempt without progress: nanochat.retry_guard) the
-# run stops, naming it (training_attempt below). Only the
-# main Snakemake process retries: inside a SLURM job a second Snakemake runs the rule, and a rule's
-# `retries` would apply there too, restarting a job that stopped for its time limit inside the same,
-# ending allocation.
+# run stops, naming it (training_attempt below). Only the main Snakemake process retries: inside a SLURM
+# job a second Snakemake runs the rule, and a rule's `retries` would apply there too, restarting a job that
+# stopped for its time limit inside the same, ending allocation.
 TRAINING_RETRIES = config["workflow"]["training_retries"] if workflow.is_main_process else 0
 
 
