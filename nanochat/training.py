@@ -6,6 +6,7 @@ import contextlib
 import dataclasses
 import datetime
 import logging
+import math
 import os
 import signal
 import subprocess
@@ -49,18 +50,49 @@ def add_attempt_flag(parser: argparse.ArgumentParser) -> None:
                              "stops at once if the previous attempt made no progress (default: 1)")
 
 
-def lr_multiplier(step: int, num_steps: int, warmdown_ratio: float) -> float:
-    """Constant, then linear decay to 0 over the last `warmdown_ratio` of the steps (no warmup)."""
-    warmdown = round(warmdown_ratio * num_steps)
-    if warmdown == 0 or step < num_steps - warmdown:
-        return 1.0
-    return max(0.0, (num_steps - step) / warmdown)
+@dataclasses.dataclass(frozen=True)
+class Schedule:
+    """The optimizers' settings at each step, which train_loop asks before every update: the learning-rate
+    multiplier, Muon's momentum and (2026) Muon's weight decay. Course: upstream 48abd7d's; 2026: upstream
+    92d63d4's. The learning rate is the same function in both; the course has no warmup and decays to 0."""
+    num_steps: int
+    warmdown_ratio: float  # final fraction of the steps over which the learning rate decays linearly
+    warmup_steps: int = 0  # first steps over which the learning rate rises linearly to its peak
+    final_lr_frac: float = 0.0  # learning rate at the end of the warmdown, a fraction of the peak
+    recipe: str = "course"  # "course" or "2026": which Muon momentum and weight decay schedules
+    weight_decay: float = 0.0  # 2026: Muon's weight decay at step 0, falling along a cosine to 0 at the end
 
+    def lr(self, step: int) -> float:
+        """Linear warmup, constant, then linear to final_lr_frac over the warmdown."""
+        warmdown = round(self.warmdown_ratio * self.num_steps)
+        if step < self.warmup_steps:
+            return (step + 1) / self.warmup_steps
+        if step <= self.num_steps - warmdown:
+            return 1.0
+        progress = (self.num_steps - step) / warmdown
+        return progress * 1.0 + (1 - progress) * self.final_lr_frac
 
-def muon_momentum(step: int) -> float:
-    """Ramps from 0.85 to 0.95 over the first 300 steps."""
-    frac = min(step / 300, 1.0)
-    return (1 - frac) * 0.85 + frac * 0.95
+    def muon_momentum(self, step: int) -> float:
+        """Course: 0.85 to 0.95 over the first 300 steps. 2026: 0.85 to 0.97 over the first 400, then down to
+        0.90 over the warmdown."""
+        if self.recipe == "course":
+            frac = min(step / 300, 1.0)
+            return (1 - frac) * 0.85 + frac * 0.95
+        warmdown = round(self.warmdown_ratio * self.num_steps)
+        warmdown_start = self.num_steps - warmdown
+        if step < 400:
+            frac = step / 400
+            return (1 - frac) * 0.85 + frac * 0.97
+        if step >= warmdown_start:
+            progress = (step - warmdown_start) / warmdown
+            return 0.97 * (1 - progress) + 0.90 * progress
+        return 0.97
+
+    def muon_weight_decay(self, step: int) -> float | None:
+        """2026: cosine from weight_decay to 0 over the run; course: None, Muon has no weight decay."""
+        if self.recipe == "course":
+            return None
+        return self.weight_decay * 0.5 * (1 + math.cos(math.pi * step / self.num_steps))
 
 
 def slurm_job_end() -> float | None:
@@ -159,21 +191,24 @@ def init_wandb(runtime: RuntimeSettings, config: dict, is_master: bool, run_fold
                       id=id_file.read_text().strip(), resume="allow", dir=run_folder)
 
 
-def train_loop(model, optimizers: list, loader, *, steps: int, warmdown_ratio: float, grad_clip: float, compute,
+def train_loop(model, optimizers: list, loader, *, schedule: Schedule, grad_clip: float, compute,
                runtime: RuntimeSettings, checkpoints, history: list[dict], meta: dict,
                evaluate: Callable[[], float], metric: str, tokens_per_step: int, stop: StopRequest,
-               loss_fn: Callable | None = None, shards: ParameterShards | None = None) -> None:
-    """Optimizer steps from len(history) to `steps`, shared by every training stage.
+               loss_fn: Callable | None = None, shards: ParameterShards | None = None, autocast: bool = True) -> None:
+    """Optimizer steps from len(history) to `schedule.num_steps`, shared by every training stage.
 
     Each step: gradient accumulation over the loader's micro-batches (DDP all-reduces on the last
-    only; with `shards` the sharded step sums them instead), clipping, the LR multiplier and Muon
-    momentum for this step, the optimizer steps. Appends a
+    only; with `shards` the sharded step sums them instead), clipping (grad_clip 0: none), the step's
+    settings from `schedule` (any object with Schedule's num_steps and methods): every group's learning
+    rate, and every Muon group's (optimizers[1]) momentum and weight decay, then the optimizer steps. The
+    forward and backward passes run under compute.autocast() if `autocast` (the course model; a 2026 model
+    casts its weights itself). Appends a
     history entry per step (with `metric` from `evaluate` every eval_every steps), writes step
     checkpoints every checkpoint_every steps and at the last, and on a stop request checkpoints and exits 75. How the
     attempt ends (completed, stopped, failed) goes to the run's attempts log (nanochat.checkpoint).
     The loss of a micro-batch is `loss_fn(model, batch)`, by default the model's own mean loss.
     """
-    train_model, ddp = model, compute.distributed and shards is None
+    train_model, ddp, steps = model, compute.distributed and shards is None, schedule.num_steps
     if ddp:
         train_model = DDP(model, device_ids=[compute.local_rank] if compute.device.type == "cuda" else None)
     if runtime.compile:
@@ -190,20 +225,25 @@ def train_loop(model, optimizers: list, loader, *, steps: int, warmdown_ratio: f
     try:
         while step < steps:
             t0 = time.time()
-            lr_mult = lr_multiplier(step, steps, warmdown_ratio)
+            lr_mult = schedule.lr(step)
             loss_sum = torch.zeros((), device=compute.device)
             for micro in range(accum):
                 batch = loader.next_batch(compute.device)
                 # DDP averages gradients across ranks only on the last micro-step.
                 last = micro == accum - 1 or not ddp
-                with contextlib.nullcontext() if last else train_model.no_sync(), compute.autocast():
+                with (contextlib.nullcontext() if last else train_model.no_sync(),
+                      compute.autocast() if autocast else contextlib.nullcontext()):
                     loss = loss_fn(train_model, batch)
                     (loss / accum).backward()
                 loss_sum += loss.detach()
             for opt in optimizers:
                 for group in opt.param_groups:
                     group["lr"] = group["initial_lr"] * lr_mult
-            optimizers[1].param_groups[0]["momentum"] = muon_momentum(step)
+            momentum, weight_decay = schedule.muon_momentum(step), schedule.muon_weight_decay(step)
+            for group in optimizers[1].param_groups:
+                group["momentum"] = momentum
+                if weight_decay is not None:
+                    group["weight_decay"] = weight_decay
             if shards:
                 shards.step(optimizers, grad_clip)
             else:
