@@ -23,7 +23,7 @@ from nanochat.compute import Compute, init_compute, shutdown
 from nanochat.loss_eval import evaluate_loss
 from nanochat.sharding import ParameterShards
 from nanochat.tokenizer import Tokenizer
-from nanochat.training import RuntimeSettings, StopRequest, add_attempt_flag, train_loop
+from nanochat.training import RuntimeSettings, Schedule, StopRequest, add_attempt_flag, train_loop
 
 log = logging.getLogger("nanochat.chat_train")
 LR_KEYS = ("embedding_lr", "unembedding_lr", "matrix_lr", "weight_decay")
@@ -61,7 +61,7 @@ class ChatStage:
             self.meta[f"initial_{metric}"] = round(evaluate(), 5)
 
         log.info("%s: %d steps on %d x %s", self.name, steps, self.compute.world_size, self.compute.device)
-        train_loop(self.model, self.optimizers, loader, steps=steps, warmdown_ratio=self.cfg.warmdown_ratio,
+        train_loop(self.model, self.optimizers, loader, schedule=Schedule(steps, self.cfg.warmdown_ratio),
                    grad_clip=self.cfg.grad_clip, compute=self.compute, runtime=self.runtime,
                    checkpoints=self.checkpoints, history=self.history, meta=self.meta, evaluate=evaluate,
                    metric=metric, tokens_per_step=tokens_per_step, stop=self.stop, loss_fn=loss_fn,
