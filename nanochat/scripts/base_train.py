@@ -29,7 +29,7 @@ from nanochat.loss_eval import eval_batches, evaluate_bpb
 from nanochat.retry_guard import no_retry_on_exit
 from nanochat.sharding import ParameterShards
 from nanochat.tokenizer import Tokenizer
-from nanochat.training import RuntimeSettings, StopRequest, add_attempt_flag, train_loop
+from nanochat.training import RuntimeSettings, Schedule, StopRequest, add_attempt_flag, train_loop
 
 log = logging.getLogger("nanochat.scripts.base_train")
 
@@ -119,7 +119,7 @@ def train(args: argparse.Namespace) -> None:
 
     model_meta = {"settings": dataclasses.asdict(cfg), "model_config": model.export_config(),
                   "tokenizer": str(args.tokenizer)}
-    train_loop(model, optimizers, loader, steps=steps, warmdown_ratio=cfg.warmdown_ratio, grad_clip=cfg.grad_clip,
+    train_loop(model, optimizers, loader, schedule=Schedule(steps, cfg.warmdown_ratio), grad_clip=cfg.grad_clip,
                compute=compute, runtime=rt, checkpoints=checkpoints, history=history, meta=model_meta,
                evaluate=validation_bpb, metric="val_bpb", tokens_per_step=cfg.total_batch_size, stop=stop,
                shards=shards)
