@@ -1,5 +1,6 @@
 """Export a model (base, mid, sft or rl) as a folder that Hugging Face transformers loads with its own
 NanoChat classes (`NanoChatForCausalLM`, model_type "nanochat"; no remote code), then check the folder.
+A 2026-recipe model carries its own modeling file instead (see the end of this docstring).
 
     python -m nanochat.scripts.export --model_dir=sft_checkpoints/ --tokenizer=tok/tokenizer.json --out=export/sft/
 
@@ -32,12 +33,22 @@ are encoded joined by the template, one by one by ours (our data never has two i
 Special tokens: plain text is encoded with <|bos|> first, as every document and prompt starts
 (add_special_tokens=False: without). Generation stops at <|assistant_end|> or <|bos|>, like nanochat.engine, so a
 base model stops where its document would end. eos and pad are <|assistant_end|>.
+
+A 2026-recipe model (GPTConfig.recipe "2026", upstream 92d63d4) has what transformers' NanoChat lacks: value
+embeddings, smear, backout, per-layer lambdas, sliding windows (and RoPE base 100,000, q and k x 1.2). Its folder
+holds nanochat/hf_nanochat_2026.py, the model written for transformers (torch and transformers only), and config.json
+names its classes in "auto_map" (model_type "nanochat_2026", which transformers does not know): it loads with
+AutoModelForCausalLM.from_pretrained(folder, trust_remote_code=True), and without that flag not at all. The weights are
+our state dict as it is (our names, vocabulary padding kept), so they load back into nanochat's GPT. That file has no
+KV cache: generate() recomputes the sequence for every token (use_cache false). The check also runs sequence_len + 2
+random tokens, past both windows. A model config field that the file does not implement is refused, by name.
 """
 
 import dataclasses
 import json
 import logging
 import os
+import shutil
 import tempfile
 import time
 from importlib.metadata import version
@@ -59,6 +70,9 @@ log = logging.getLogger("nanochat.scripts.export")
 
 ROPE_THETA = 10000.0  # GPT._rotary's base
 TOLERANCE = 1e-4  # largest |logit difference| accepted between transformers and ours, both in float32
+# Our GPTConfig fields that the exported model computes (a course model's window_pattern must be all L: transformers'
+# NanoChat has no windows); a model with any other field is refused, naming it, instead of exported as another model.
+EXPORTED_FIELDS = {"sequence_len", "vocab_size", "n_layer", "n_head", "n_kv_head", "n_embd", "recipe", "window_pattern"}
 # Our parameter names inside block <i> -> transformers' (the mapping of its convert_nanochat_checkpoints.py).
 BLOCK_NAMES = {"attn.c_q": "self_attn.q_proj", "attn.c_k": "self_attn.k_proj", "attn.c_v": "self_attn.v_proj",
                "attn.c_proj": "self_attn.o_proj", "mlp.c_fc": "mlp.fc1", "mlp.c_proj": "mlp.fc2"}
@@ -128,24 +142,34 @@ def transformers_weights(model: GPT, dtype: torch.dtype) -> dict[str, torch.Tens
     return weights
 
 
-def write_folder(folder: Path, model: GPT, tokenizer: Tokenizer, dtype: str) -> None:
-    """The five files transformers reads, into `folder`."""
-    from transformers import GenerationConfig, NanoChatConfig  # here: the hub is offline only once the stage runs
+def is_2026(model: GPT) -> bool:
+    return getattr(model.config, "recipe", "course") == "2026"
 
-    c, bos, end = model.config, tokenizer.bos_id, tokenizer.special_id("<|assistant_end|>")
+
+def unexportable(model: GPT) -> list[str]:
+    """What of our model the folder's model would not compute (nothing: it can be exported)."""
+    fields = dataclasses.asdict(model.config)
+    missing = [f"the model setting {name}" for name in sorted(set(fields) - EXPORTED_FIELDS)]
+    if not is_2026(model) and "S" in fields.get("window_pattern", "L").upper():
+        missing.append("sliding windows (window_pattern with S) in transformers' NanoChat")
+    return missing
+
+
+def write_folder(folder: Path, model: GPT, tokenizer: Tokenizer, dtype: str) -> None:
+    """The files transformers reads, into `folder`."""
+    from transformers import GenerationConfig  # here: the hub is offline only once the stage runs
+
+    bos, end = tokenizer.bos_id, tokenizer.special_id("<|assistant_end|>")
     stop = {"bos_token_id": bos, "eos_token_id": [end, bos]}  # where nanochat.engine stops
-    config = NanoChatConfig(
-        vocab_size=c.vocab_size, hidden_size=c.n_embd, intermediate_size=4 * c.n_embd, num_hidden_layers=c.n_layer,
-        num_attention_heads=c.n_head, num_key_value_heads=c.n_kv_head, max_position_embeddings=c.sequence_len,
-        hidden_act="relu2", attention_bias=False, rms_norm_eps=torch.finfo(torch.float32).eps,
-        final_logit_softcapping=SOFTCAP, rope_parameters={"rope_type": "default", "rope_theta": ROPE_THETA},
-        tie_word_embeddings=False, pad_token_id=None,  # a pad id would freeze that embedding row in finetuning
-        architectures=["NanoChatForCausalLM"], dtype=dtype, **stop)
-    save_file(transformers_weights(model, getattr(torch, dtype)), folder / "model.safetensors", metadata={"format": "pt"})
-    (folder / "config.json").write_text(config.to_json_string())
+    if is_2026(model):
+        write_2026_model(folder, model, dtype, stop)
+    else:
+        write_nanochat_model(folder, model, dtype, stop)
+    no_cache = {"use_cache": False} if is_2026(model) else {}  # hf_nanochat_2026 has no KV cache
     # pad = eos, transformers' convention. Never <|bos|>: generate would take the <|bos|> starting every prompt
     # for padding and mask it out whenever the stop tokens (eos_token_id) were overridden without it.
-    (folder / "generation_config.json").write_text(GenerationConfig(**stop, pad_token_id=end).to_json_string())
+    generation_config = GenerationConfig(**stop, pad_token_id=end, **no_cache)
+    (folder / "generation_config.json").write_text(generation_config.to_json_string())
     hf = HFTokenizer.from_str(tokenizer.hf.to_str())
     # Plain text gets <|bos|> first, as every document and prompt starts (add_special_tokens=False: none).
     hf.post_processor = processors.TemplateProcessing(single="<|bos|> $A", pair="<|bos|> $A <|bos|> $B:1",
@@ -157,6 +181,40 @@ def write_folder(folder: Path, model: GPT, tokenizer: Tokenizer, dtype: str) -> 
     (folder / "tokenizer_config.json").write_text(json.dumps(tokenizer_config, indent=2) + "\n")
 
 
+def write_nanochat_model(folder: Path, model: GPT, dtype: str, stop: dict) -> None:
+    """config.json and model.safetensors for transformers' own NanoChatForCausalLM (a course model)."""
+    from transformers import NanoChatConfig
+
+    c = model.config
+    config = NanoChatConfig(
+        vocab_size=c.vocab_size, hidden_size=c.n_embd, intermediate_size=4 * c.n_embd, num_hidden_layers=c.n_layer,
+        num_attention_heads=c.n_head, num_key_value_heads=c.n_kv_head, max_position_embeddings=c.sequence_len,
+        hidden_act="relu2", attention_bias=False, rms_norm_eps=torch.finfo(torch.float32).eps,
+        final_logit_softcapping=SOFTCAP, rope_parameters={"rope_type": "default", "rope_theta": ROPE_THETA},
+        tie_word_embeddings=False, pad_token_id=None,  # a pad id would freeze that embedding row in finetuning
+        architectures=["NanoChatForCausalLM"], dtype=dtype, **stop)
+    save_file(transformers_weights(model, getattr(torch, dtype)), folder / "model.safetensors", metadata={"format": "pt"})
+    (folder / "config.json").write_text(config.to_json_string())
+
+
+def write_2026_model(folder: Path, model: GPT, dtype: str, stop: dict) -> None:
+    """config.json, model.safetensors and the modeling file for hf_nanochat_2026's NanoChat2026ForCausalLM, loaded
+    with trust_remote_code: our state dict under our names."""
+    from nanochat import hf_nanochat_2026
+
+    c, module = model.config, Path(hf_nanochat_2026.__file__)
+    classes = {"AutoConfig": "NanoChat2026Config", "AutoModelForCausalLM": "NanoChat2026ForCausalLM"}
+    config = hf_nanochat_2026.NanoChat2026Config(
+        vocab_size=c.vocab_size, sequence_len=c.sequence_len, n_layer=c.n_layer, n_head=c.n_head,
+        n_kv_head=c.n_kv_head, n_embd=c.n_embd, window_pattern=c.window_pattern,
+        auto_map={auto: f"{module.stem}.{name}" for auto, name in classes.items()},
+        architectures=[classes["AutoModelForCausalLM"]], pad_token_id=None, dtype=dtype, **stop)
+    weights = {name: tensor.to(getattr(torch, dtype)).contiguous() for name, tensor in model.state_dict().items()}
+    save_file(weights, folder / "model.safetensors", metadata={"format": "pt"})
+    (folder / "config.json").write_text(config.to_json_string())
+    shutil.copyfile(module, folder / module.name)
+
+
 def check_folder(folder: Path, model: GPT, tokenizer: Tokenizer, dtype: torch.dtype) -> dict:
     """Load the folder with transformers, as a user would: its chat tokens must be ours, its float32 logits
     those of our model holding the written weights."""
@@ -166,15 +224,24 @@ def check_folder(folder: Path, model: GPT, tokenizer: Tokenizer, dtype: torch.dt
     ids = rendered["input_ids"]
     if ids != tokenizer.render_for_completion(CHECK_CONVERSATION):
         raise SystemExit("error: the chat template's tokens differ from Tokenizer.render_for_completion's")
-    theirs = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32)
+    theirs, info = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32, output_loading_info=True,
+                                                        trust_remote_code=is_2026(model))
+    if any(info.values()):
+        raise SystemExit(f"error: transformers' model and ours differ in their weights: {info}")
     # Ours holding the written weights (bfloat16 rounds them; the rotary tables are no weights), in float32.
     model.load_state_dict({name: w.to(dtype).float() for name, w in model.state_dict().items()})
+    sequences = [ids]
+    if is_2026(model):  # random tokens past both windows (a query of an L layer sees sequence_len earlier tokens)
+        generator = torch.Generator().manual_seed(0)
+        sequences.append(torch.randint(model.config.vocab_size, (model.config.sequence_len + 2,),
+                                       generator=generator).tolist())
     with torch.no_grad():
-        diff = (theirs(torch.tensor([ids])).logits - model(torch.tensor([ids]))).abs().max().item()
-    log.info("transformers vs ours on %d tokens: max |logit difference| %.3g", len(ids), diff)
+        diff = max((theirs(torch.tensor([s])).logits - model(torch.tensor([s]))).abs().max().item() for s in sequences)
+    log.info("transformers vs ours on %s tokens: max |logit difference| %.3g", [len(s) for s in sequences], diff)
     if diff > TOLERANCE:
         raise SystemExit(f"error: transformers' logits differ from ours by up to {diff:.3g} (> {TOLERANCE})")
-    return {"tokens": len(ids), "max_abs_logit_diff": diff}
+    windows = {"window_tokens": len(sequences[1])} if is_2026(model) else {}
+    return {"tokens": len(ids), **windows, "max_abs_logit_diff": diff}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -186,6 +253,9 @@ def main(argv: list[str] | None = None) -> None:
     started = time.time()
     model, meta = load_model(args.model_dir)
     tokenizer = Tokenizer.load(args.tokenizer)
+    if missing := unexportable(model):
+        raise SystemExit(f"error: {args.model_dir} cannot be exported as it is: the exported model would lack "
+                         f"{'; '.join(missing)}")
     if tokenizer.vocab_size != model.config.vocab_size:
         raise SystemExit(f"error: {args.tokenizer} has {tokenizer.vocab_size} tokens, the model "
                          f"{model.config.vocab_size}: not the model's tokenizer")
