@@ -141,6 +141,9 @@ class BestFitLoader:
         if rem or not accum:
             raise SystemExit(f"error: total batch {total_batch} tokens must be a multiple of "
                              f"B*T*world = {B}*{T}*{world_size}")
+        if all(row_group_count(shard) <= rank for shard in shards):  # it would search for documents forever
+            raise SystemExit(f"error: process {rank} of {world_size} has no row group to read: each reads row "
+                             f"groups {rank}, {rank}+{world_size}, ... of every shard. Use more row groups.")
         self.B, self.T, self.accum = B, T, accum
         self.tokenizer, self.rank, self.world_size, self.buffer_size = tokenizer, rank, world_size, buffer_size
         self.key = f"bestfit rank {rank}"

@@ -147,6 +147,8 @@ def test_two_processes_resume_from_their_joint_state_and_only_on_two(corpus, tmp
         assert all(torch.equal(a, b) for a, b in zip(take(resumed, 8), take(rank, 8), strict=True))
     with pytest.raises(SystemExit, match="written by 2 processes.*resume it on 2, not 1"):
         BestFitLoader(shards, tok, B, T, B * T, state=state)
+    with pytest.raises(SystemExit, match="process 2 of 3 has no row group"):
+        BestFitLoader(shards, tok, B, T, 3 * B * T, rank=2, world_size=3)  # 2 row groups per shard
     course = DataLoader(shards, tok, B, T, B * T).state_dict()
     with pytest.raises(SystemExit, match="not the 2026 recipe's best-fit"):
         BestFitLoader(shards, tok, B, T, B * T, state=course)
