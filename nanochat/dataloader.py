@@ -145,7 +145,7 @@ class BestFitLoader:
             raise SystemExit(f"error: process {rank} of {world_size} has no row group to read: each reads row "
                              f"groups {rank}, {rank}+{world_size}, ... of every shard. Use more row groups.")
         self.B, self.T, self.accum = B, T, accum
-        self.tokenizer, self.rank, self.world_size, self.buffer_size = tokenizer, rank, world_size, buffer_size
+        self.tokenizer, self.world_size, self.buffer_size = tokenizer, world_size, buffer_size
         self.key = f"bestfit rank {rank}"
         saved = self._saved(state) if state else {"position": (1, 0, rank, 0), "tokens": [], "lengths": []}
         self.position: Position = tuple(saved["position"])
@@ -153,7 +153,7 @@ class BestFitLoader:
         # The buffer, sorted by (length, arrival): the largest document that fits, the first to arrive among
         # equal lengths, is the one upstream's linear search picks; so is the shortest one for cropping.
         self.order: list[tuple[int, int]] = []
-        self.docs: dict[int, list[int]] = {}
+        self.docs: dict[int, list[int]] = {}  # by arrival, in arrival order
         self.arrivals = itertools.count()
         tokens = iter(saved["tokens"])
         for length in saved["lengths"]:
@@ -208,7 +208,7 @@ class BestFitLoader:
     def state_dict(self) -> dict[str, dict]:
         """This rank's position and buffered documents (in arrival order), under a key of its own; tensors and
         plain types only, as a step checkpoint stores them."""
-        docs = [self.docs[arrival] for _, arrival in sorted(self.order, key=lambda entry: entry[1])]
+        docs = list(self.docs.values())
         return {self.key: {"world_size": self.world_size, "position": list(self.position),
                            "lengths": torch.tensor([len(doc) for doc in docs], dtype=torch.long),
                            "tokens": torch.tensor([t for doc in docs for t in doc], dtype=torch.int32)}}
