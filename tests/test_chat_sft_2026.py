@@ -12,6 +12,7 @@ import dataclasses
 import importlib
 import json
 import random
+import subprocess
 import sys
 from pathlib import Path
 from types import ModuleType, SimpleNamespace
@@ -22,8 +23,12 @@ import pytest
 import torch
 
 from nanochat.chat_data import ENTRIES_2026, BestFitPadLoader, sft_mixture_2026
-from nanochat.chat_train import PassSchedule
+from nanochat.chat_train import PassSchedule, build_optimizers, warm_start
+from nanochat.checkpoint import StepCheckpoints, load_model, save_final
+from nanochat.compute import init_compute
+from nanochat.gpt import GPT, GPTConfig
 from nanochat.scripts.chat_sft import ChatSftSettings, resolved
+from nanochat.tasks import chatterbot
 from nanochat.tokenizer import Tokenizer
 from oracle_2026 import UPSTREAM_2026, upstream
 
@@ -229,8 +234,8 @@ def upstream_defaults() -> dict:
 
 @needs_upstream
 def test_settings_resolve_to_upstreams_for_a_2026_base_model():
-    base = {"model_config": {"recipe": "2026"},
-            "settings": {"max_seq_len": 2048, "device_batch_size": 16, "total_batch_size": 1_048_576}}
+    base = {"model_config": {"recipe": "2026"}, "total_batch_size": 1_048_576,  # the automatic batch, as upstream's
+            "settings": {"max_seq_len": 2048, "device_batch_size": 16, "total_batch_size": -1}}  # meta keeps it
     cfg = resolved(ChatSftSettings(), base)
     theirs = upstream_defaults()
     assert cfg.recipe == "2026" and (cfg.max_seq_len, cfg.device_batch_size, cfg.rows_per_step) == (2048, 16, 512)
@@ -248,3 +253,104 @@ def test_course_settings_resolve_to_todays_numbers():
         "rows_per_step": 32, "init_lr_frac": 0.02, "warmdown_ratio": 1.0, "grad_clip": 1.0, "load_optimizer": 0}
     chosen = resolved(ChatSftSettings(recipe="course", rows_per_step=64), {"model_config": {"recipe": "2026"}})
     assert (chosen.recipe, chosen.rows_per_step, chosen.init_lr_frac) == ("course", 64, 0.02)
+
+
+def base_run(folder: Path, seed: int, step: int) -> tuple[GPT, list]:
+    """A tiny base model after `step` optimizer steps, with its step checkpoint under folder/steps/<seed>/."""
+    torch.manual_seed(seed)
+    model = GPT(GPTConfig.from_depth(1, vocab_size=64, sequence_len=16))
+    model.init_weights()
+    optimizers = model.setup_optimizers(0.2, 0.004, 0.02, 0.0)
+    for _ in range(step):
+        x = torch.randint(0, 64, (2, 16))
+        model(x, x).backward()
+        for opt in optimizers:
+            opt.step()
+        model.zero_grad(set_to_none=True)
+    meta = {"settings": {"embedding_lr": 0.2, "unembedding_lr": 0.004, "matrix_lr": 0.02, "weight_decay": 0.0},
+            "model_config": model.export_config(), "history": []}
+    StepCheckpoints(folder / "steps" / f"run{seed}", init_compute("cpu")).save(step, model, optimizers, {}, meta)
+    return model, optimizers
+
+
+def test_warm_start_takes_the_optimizer_state_of_the_parents_own_step_checkpoint(tmp_path):
+    other, _ = base_run(tmp_path, seed=1, step=2)  # another run at the same step: other weights, not taken
+    parent, parent_optimizers = base_run(tmp_path, seed=2, step=2)
+    save_final(tmp_path, parent, {"settings": {}, "model_config": parent.export_config(), "step": 2})
+    model, meta = load_model(tmp_path)
+    cfg = ChatSftSettings(recipe="2026", init_lr_frac=0.8)
+    optimizers = build_optimizers(model, cfg, {"embedding_lr": 0.2, "unembedding_lr": 0.004, "matrix_lr": 0.02}, None)
+    lrs = [group["lr"] for opt in optimizers for group in opt.param_groups]
+    assert warm_start(model, optimizers, tmp_path, meta, torch.device("cpu")) == tmp_path / "steps/run2/step_000002"
+    names = dict(parent.named_parameters())
+    for opt, theirs in zip(optimizers, parent_optimizers):
+        for name, p in model.named_parameters():
+            if p in opt.state:
+                saved = theirs.state[names[name]]
+                assert opt.state[p].keys() == saved.keys()
+                assert all(torch.equal(opt.state[p][k], saved[k]) for k in saved)
+    assert sum(len(opt.state) for opt in optimizers) == len(names)
+    assert [group["lr"] for opt in optimizers for group in opt.param_groups] == lrs  # this stage's rates stay
+    assert lrs[0] == pytest.approx(0.8 * 0.2 * (64 / 768) ** -0.5)
+
+    with pytest.raises(SystemExit, match="no step checkpoint of the parent model"):
+        warm_start(model, optimizers, tmp_path, {**meta, "step": 3}, torch.device("cpu"))
+
+
+@needs_upstream
+def test_optimizer_groups_start_at_upstreams_sft_rates():
+    """Upstream's SFT: setup_optimizer at the base run's rates and weight decay 0, then every group's rate x0.8."""
+    shape = dict(sequence_len=64, vocab_size=300, n_layer=4, n_head=4, n_kv_head=2, n_embd=128)
+    model = GPT(GPTConfig(**shape, recipe="2026", window_pattern="SSSL"))
+    up = upstream("gpt", "2026 SFT optimizer")
+    twin = up.GPT(up.GPTConfig(**shape, window_pattern="SSSL"))
+    lrs = {"embedding_lr": 0.3, "unembedding_lr": 0.008, "matrix_lr": 0.02, "weight_decay": 0.28}
+    optimizer = twin.setup_optimizer(unembedding_lr=0.008, embedding_lr=0.3, matrix_lr=0.02, weight_decay=0.0)
+    for group in optimizer.param_groups:
+        group["lr"] = group["lr"] * 0.8
+        group["initial_lr"] = group["lr"]
+
+    def by_name(net: torch.nn.Module, groups: list) -> dict:
+        names = {p: name for name, p in net.named_parameters()}
+        return {names[p]: (g["lr"], g["initial_lr"], g["weight_decay"], g.get("betas"), g.get("momentum"))
+                for g in groups for p in g["params"]}
+
+    ours = build_optimizers(model, ChatSftSettings(recipe="2026", init_lr_frac=0.8), lrs, None)
+    assert by_name(model, [g for opt in ours for g in opt.param_groups]) == by_name(twin, optimizer.param_groups)
+
+
+def test_sft_of_a_2026_base_model_runs_offline_warm_started(tmp_path):
+    """chat_sft on a tiny 2026 base model (one base step, its step checkpoint beside it), the offline mixture:
+    the recipe and base model's shapes resolved, the optimizers warm-started, upstream's rate clock."""
+    texts = [m["content"] for c in chatterbot.conversations()[:500] for m in c]
+    tok = Tokenizer.train(texts, vocab_size=300)
+    tok.save(tmp_path / "tokenizer.json")
+    torch.manual_seed(0)
+    model = GPT(GPTConfig.from_depth(2, tok.vocab_size, 64, recipe="2026", window_pattern="SL"))
+    model.init_weights()
+    optimizers = model.setup_optimizers(0.3, 0.008, 0.02, 0.1)
+    x = torch.randint(0, tok.vocab_size, (2, 64))
+    model(x, x).backward()
+    for opt in optimizers:
+        opt.step()
+    meta = {"settings": {"embedding_lr": 0.3, "unembedding_lr": 0.008, "matrix_lr": 0.02, "weight_decay": 0.28,
+                         "max_seq_len": 64, "device_batch_size": 4, "total_batch_size": -1},
+            "total_batch_size": 512, "model_config": model.export_config()}
+    base = tmp_path / "base"
+    StepCheckpoints(base / "steps" / "run", init_compute("cpu")).save(1, model, optimizers, {}, {**meta, "history": []})
+    save_final(base, model, {**meta, "step": 1})
+    sft = tmp_path / "sft"
+    subprocess.run([sys.executable, "-m", "nanochat.scripts.chat_sft", f"--parent_dir={base}",
+                    f"--tokenizer={tmp_path / 'tokenizer.json'}", f"--out_dir={sft}", f"--ckpt_dir={sft / 'steps'}",
+                    "--mixture=offline", "--num_iterations=8", "--device=cpu", "--eval_tokens=1024",
+                    "--eval_every=4", "--checkpoint_every=4"], check=True, capture_output=True, timeout=300)
+    record = json.loads((sft / "chat_sft.json").read_text())
+    assert {k: record["settings"][k] for k in ("recipe", "max_seq_len", "device_batch_size", "rows_per_step",
+                                                "init_lr_frac", "grad_clip", "load_optimizer")} == {
+        "recipe": "2026", "max_seq_len": 64, "device_batch_size": 4, "rows_per_step": 8, "init_lr_frac": 0.8,
+        "grad_clip": 0.0, "load_optimizer": 1}
+    assert [h["lr_mult"] for h in record["history"]] == [1.0, 1.0, 1.0, 1.0, 0.75, 0.5, 0.25, 0.0]
+    assert record["mixture"] == {"chatterbot": 2026} and record["val_loss"] < record["initial_val_loss"]
+    log = next(sft.glob("steps/*/train.log")).read_text()
+    assert f"optimizer state from {base / 'steps/run/step_000001'}" in log
+    assert load_model(sft)[1]["model_config"]["recipe"] == "2026"

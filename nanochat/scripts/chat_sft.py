@@ -53,13 +53,12 @@ def resolved(cfg: ChatSftSettings, parent_meta: dict) -> ChatSftSettings:
     recipe = cfg.recipe or parent_meta["model_config"].get("recipe", "course")
     values = dict(RECIPES[recipe])
     if recipe == "2026":  # upstream inherits the base model's row length, micro-batch and tokens per step
-        base = parent_meta["settings"]
+        base, tokens = parent_meta["settings"], parent_meta.get("total_batch_size", 0)
         T = base["max_seq_len"] if cfg.max_seq_len == -1 else cfg.max_seq_len
-        if base["total_batch_size"] <= 0 or base["total_batch_size"] % T:
-            raise SystemExit(f"error: the base model's tokens per step ({base['total_batch_size']}) are not a "
-                             f"multiple of max_seq_len {T}; set chat_sft.rows_per_step")
-        values.update(max_seq_len=T, device_batch_size=base["device_batch_size"],
-                      rows_per_step=base["total_batch_size"] // T)
+        if cfg.rows_per_step == -1 and (tokens <= 0 or tokens % T):
+            raise SystemExit(f"error: the parent's tokens per step (meta.json total_batch_size: {tokens or 'none'}) "
+                             f"are not a multiple of max_seq_len {T}; set chat_sft.rows_per_step")
+        values.update(max_seq_len=T, device_batch_size=base["device_batch_size"], rows_per_step=tokens // T)
     unset = {key: value for key, value in values.items() if getattr(cfg, key) == -1}
     return dataclasses.replace(cfg, recipe=recipe, **unset)
 
