@@ -170,9 +170,10 @@ def warm_start(model: Any, optimizers: list, parent_dir: Path, parent_meta: dict
             state = torch.load(folder / "training.pt", map_location="cpu", weights_only=True)["optimizers"]
             names = {p: name for name, p in model.named_parameters()}
             for opt, by_name in zip(optimizers, state, strict=True):
-                for p in (p for group in opt.param_groups for p in group["params"]):
-                    opt.state[p] = {k: v.to(p.device) if torch.is_tensor(v) and k != "step" else v
-                                    for k, v in by_name[names[p]].items()}
+                # torch's own loading: this stage's groups, the saved state by position, placed as the optimizer
+                # needs it (a fused AdamW's step counts on the parameters' device)
+                params = [p for group in opt.param_groups for p in group["params"]]
+                opt.load_state_dict({**opt.state_dict(), "state": {i: by_name[names[p]] for i, p in enumerate(params)}})
             return folder
     raise SystemExit(f"error: load_optimizer=1, but no step checkpoint of the parent model (step "
                      f"{parent_meta['step']}, its weights) under {Path(parent_dir, 'steps')}; set load_optimizer "
