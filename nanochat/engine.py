@@ -115,6 +115,7 @@ class Engine:
         return room
 
     def _cache(self, batch_size: int, seq_len: int) -> KVCache:
+        """A KV cache for the model (a 2026 model's, in bf16 on CUDA: the cache takes the keys' dtype when filled)."""
         c, weight = self.model.config, self.model.lm_head.weight
         return KVCache(batch_size, c.n_kv_head, seq_len, c.n_embd // c.n_head, c.n_layer, weight.device,
                        dtype=weight.dtype)
@@ -129,7 +130,7 @@ class Engine:
         cache = self._cache(1, len(tokens) + max_tokens)
         hidden = model.hidden(torch.tensor([tokens], device=device), kv_cache=cache)
         logits = model.logits(hidden[:, -1])  # the head of the last position only: a vocab-sized matmul
-        cache.kv = cache.kv.repeat(1, 1, num_samples, 1, 1, 1)  # every sample continues the one prefill
+        cache.repeat(num_samples)  # every sample continues the one prefill
         logits = logits.expand(num_samples, -1)
         rng = torch.Generator(device=device).manual_seed(seed)
         rows = [_Row() for _ in range(num_samples)]
