@@ -32,7 +32,7 @@ from nanochat.muon import Muon
 
 SOFTCAP = 15.0  # logits are squashed into (-15, 15) by 15 tanh(x / 15)
 RECIPES = ("course", "2026")
-FLEX_DEVICES = ("cuda",)  # where windowed attention without a cache runs through flex_attention; SDPA elsewhere
+FLEX_DEVICES = ("cuda",)  # where a window over a whole sequence (training, a prefill) goes through flex_attention
 
 
 @dataclass

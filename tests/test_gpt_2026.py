@@ -120,12 +120,18 @@ def test_bf16_compute_equals_upstreams_on_its_gpu_dtype():
     x, y = tokens(2, 256), tokens(2, 256, seed=2)
     with torch.no_grad():
         assert ours.hidden(x).dtype == torch.bfloat16
-        torch.testing.assert_close(ours(x), theirs(x), atol=2e-2, rtol=0)
+        torch.testing.assert_close(ours(x), theirs(x), atol=1e-5, rtol=0)  # bf16 steps are ~1e-2 here
     loss, their_loss = ours(x, y), theirs(x, y)
-    torch.testing.assert_close(loss, their_loss, atol=1e-3, rtol=0)
+    torch.testing.assert_close(loss, their_loss, atol=1e-5, rtol=0)
     loss.backward()
+    their_loss.backward()
     assert ours.transformer.wte.weight.grad.dtype == torch.bfloat16
     assert ours.transformer.h[0].attn.c_q.weight.grad.dtype == torch.float32
+    theirs_named = by_name(theirs)
+    for name, p in by_name(ours).items():  # nanochat.fused's CPU backward of RMSNorm rounds to bf16 later: ~1 %
+        reference = theirs_named[name].grad.float()
+        torch.testing.assert_close(p.grad.float(), reference, atol=0.02 * reference.abs().max().item(), rtol=0,
+                                   msg=name)
 
 
 def test_bf16_kv_cache_takes_the_models_dtype():
