@@ -95,7 +95,7 @@ class ChatStage:
     @property
     def autocast(self) -> bool:
         """Whether the model trains and evaluates under autocast: the course model; a 2026 one casts its weights."""
-        return self.meta["model_config"].get("recipe", "course") == "course"
+        return self.model.config.recipe == "course"
 
     def train(self, loader: Any, steps: int, evaluate: Callable[[], float], metric: str, tokens_per_step: int,
               loss_fn: Callable | None = None, evaluate_first: bool = False, schedule: Any = None) -> None:
@@ -137,21 +137,15 @@ def parse(settings_cls: type, doc: str, argv: list[str] | None, **extra_paths: s
     return parser.parse_args(argv)
 
 
-def recipe(cfg: Any) -> str:
-    """The recipe a chat stage trains by: its settings' (chat_sft has one, resolved from the parent's), else course."""
-    return getattr(cfg, "recipe", "course")
-
-
-def build_optimizers(model: Any, cfg: Any, lrs: dict, owns: Callable | None) -> list:
-    """The stage's optimizers at the base stage's learning rates times init_lr_frac. The 2026 SFT as upstream
-    92d63d4's: Muon without weight decay (pretraining has taken it to 0) and every group's rate scaled after
-    the optimizers are built, the groups with a fixed rate included."""
-    if recipe(cfg) == "course":
-        return model.setup_optimizers(*(lrs[k] * cfg.init_lr_frac for k in LR_KEYS[:3]), lrs["weight_decay"],
-                                      owns=owns)
+def build_optimizers(model: Any, init_lr_frac: float, lrs: dict, owns: Callable | None) -> list:
+    """The stage's optimizers at the base stage's learning rates times init_lr_frac. A 2026 model's as upstream
+    92d63d4's chat stages build them: Muon without weight decay (pretraining has taken it to 0), and every
+    group's rate scaled once the optimizers are built, the groups with a fixed rate included."""
+    if model.config.recipe == "course":
+        return model.setup_optimizers(*(lrs[k] * init_lr_frac for k in LR_KEYS[:3]), lrs["weight_decay"], owns=owns)
     optimizers = model.setup_optimizers(*(lrs[k] for k in LR_KEYS[:3]), 0.0, owns=owns)
     for group in (group for opt in optimizers for group in opt.param_groups):
-        group["lr"] = group["lr"] * cfg.init_lr_frac
+        group["lr"] = group["lr"] * init_lr_frac
         group["initial_lr"] = group["lr"]
     return optimizers
 
@@ -200,7 +194,7 @@ def setup(settings_cls: type, name: str, args: argparse.Namespace, extra_inputs:
     cfg = resolve(cfg, parent_meta) if resolve else cfg
     lrs = base_lrs(parent_meta)
     shards = ParameterShards(model, compute) if compute.distributed and rt.shard_optimizer else None
-    optimizers = build_optimizers(model, cfg, lrs, shards.owns if shards else None)
+    optimizers = build_optimizers(model, cfg.init_lr_frac, lrs, shards.owns if shards else None)
     checkpoints = StepCheckpoints(args.ckpt_dir / run_hash(cfg, args.parent_dir / "model.pt"), compute,
                                   sharded=shards is not None)
     resumed = checkpoints.load_latest(model, optimizers)
@@ -222,7 +216,7 @@ def train_on_conversations(settings_cls: type, name: str, pack: bool, args: argp
     mixture, validated by loss. `resolve`: see setup."""
     stage = setup(settings_cls, name, args, resolve=resolve)
     cfg, compute, tokenizer = stage.cfg, stage.compute, stage.tokenizer
-    sft_2026 = recipe(cfg) == "2026"
+    sft_2026 = getattr(cfg, "recipe", "course") == "2026"  # chat_sft's settings have one (resolved), mid_train's not
     if sft_2026:
         train, val, composition = sft_mixture_2026(cfg.mixture, cfg.mmlu_epochs, cfg.gsm8k_epochs, stage.args.hub_dir)
     else:

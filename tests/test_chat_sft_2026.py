@@ -115,14 +115,14 @@ def test_pass_length_and_learning_rates_are_upstreams(tok, accum, warmup_ratio, 
     convs = conversations(300, seed=1)
     theirs, g = upstream_generator(tok, convs, B, T)
     g["args"].__dict__.update(warmup_ratio=warmup_ratio, warmdown_ratio=0.5, final_lr_frac=final_lr_frac)
-    get_lr_multiplier = script_functions(g, "get_lr_multiplier")["get_lr_multiplier"]
+    script_functions(g, "get_lr_multiplier", "get_muon_momentum")
     upstream_lrs, progress = [], 0.0
     next(theirs)
     while not g["last_step"]:
         for _ in range(accum):
             next(theirs)
             progress = max(progress, g["approx_progress"])
-        upstream_lrs.append(get_lr_multiplier(progress))
+        upstream_lrs.append(g["get_lr_multiplier"](progress))
 
     loader = BestFitPadLoader(tok, convs, B, T, rows_per_step=B * accum)
     steps = loader.epoch_steps()
@@ -130,6 +130,8 @@ def test_pass_length_and_learning_rates_are_upstreams(tok, accum, warmup_ratio, 
     assert steps == len(upstream_lrs) > 10
     assert [schedule.lr(step) for step in range(steps)] == upstream_lrs  # exactly: the same float operations
     assert abs(upstream_lrs[-1] - final_lr_frac) < 0.1  # decayed: the clock went round the mixture
+    assert [schedule.muon_momentum(s) for s in range(500)] == [g["get_muon_momentum"](s) for s in range(500)]
+    assert schedule.muon_weight_decay(0) is None  # Muon's stays at the 0 it was built with
 
 
 def take(loader, n: int) -> list:
@@ -278,9 +280,9 @@ def test_warm_start_takes_the_optimizer_state_of_the_parents_own_step_checkpoint
     parent, parent_optimizers = base_run(tmp_path, seed=2, step=2)
     save_final(tmp_path, parent, {"settings": {}, "model_config": parent.export_config(), "step": 2})
     model, meta = load_model(tmp_path)
-    cfg = ChatSftSettings(recipe="2026", init_lr_frac=0.8)
-    optimizers = build_optimizers(model, cfg, {"embedding_lr": 0.2, "unembedding_lr": 0.004, "matrix_lr": 0.02}, None)
-    lrs = [group["lr"] for opt in optimizers for group in opt.param_groups]
+    lrs = {"embedding_lr": 0.2, "unembedding_lr": 0.004, "matrix_lr": 0.02, "weight_decay": 0.0}
+    optimizers = build_optimizers(model, 0.8, lrs, None)
+    rates = [group["lr"] for opt in optimizers for group in opt.param_groups]
     assert warm_start(model, optimizers, tmp_path, meta, torch.device("cpu")) == tmp_path / "steps/run2/step_000002"
     names = dict(parent.named_parameters())
     for opt, theirs in zip(optimizers, parent_optimizers):
@@ -290,8 +292,8 @@ def test_warm_start_takes_the_optimizer_state_of_the_parents_own_step_checkpoint
                 assert opt.state[p].keys() == saved.keys()
                 assert all(torch.equal(opt.state[p][k], saved[k]) for k in saved)
     assert sum(len(opt.state) for opt in optimizers) == len(names)
-    assert [group["lr"] for opt in optimizers for group in opt.param_groups] == lrs  # this stage's rates stay
-    assert lrs[0] == pytest.approx(0.8 * 0.2 * (64 / 768) ** -0.5)
+    assert [group["lr"] for opt in optimizers for group in opt.param_groups] == rates  # this stage's rates stay
+    assert rates[0] == pytest.approx(0.8 * 0.2 * (64 / 768) ** -0.5)
 
     with pytest.raises(SystemExit, match="no step checkpoint of the parent model"):
         warm_start(model, optimizers, tmp_path, {**meta, "step": 3}, torch.device("cpu"))
@@ -315,7 +317,7 @@ def test_optimizer_groups_start_at_upstreams_sft_rates():
         return {names[p]: (g["lr"], g["initial_lr"], g["weight_decay"], g.get("betas"), g.get("momentum"))
                 for g in groups for p in g["params"]}
 
-    ours = build_optimizers(model, ChatSftSettings(recipe="2026", init_lr_frac=0.8), lrs, None)
+    ours = build_optimizers(model, 0.8, lrs, None)
     assert by_name(model, [g for opt in ours for g in opt.param_groups]) == by_name(twin, optimizer.param_groups)
 
 
