@@ -22,7 +22,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from nanochat import compute as compute_mod
 from nanochat.gpt import GPT, GPTConfig
-from nanochat.training import muon_momentum
+from nanochat.training import Schedule
 
 PRESETS = Path(__file__).resolve().parent.parent / "config" / "presets"
 
@@ -50,6 +50,7 @@ def step_time(depth: int, T: int, B: int, total: int, vocab: int, fast: bool, st
         cpu = compute_mod.Compute(torch.device("cpu"))
         accum = total // (B * T)
         x, y = torch.randint(0, vocab, (B, T)), torch.randint(0, vocab, (B, T))
+        schedule = Schedule(steps + 1, 0.0)
 
         def one_step(step: int) -> None:
             for _ in range(accum):
@@ -57,7 +58,7 @@ def step_time(depth: int, T: int, B: int, total: int, vocab: int, fast: bool, st
                     loss = model(x, y)
                 (loss / accum).backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            optimizers[1].param_groups[0]["momentum"] = muon_momentum(step)
+            optimizers[1].param_groups[0]["momentum"] = schedule.muon_momentum(step)
             for opt in optimizers:
                 opt.step()
             model.zero_grad(set_to_none=True)

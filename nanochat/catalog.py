@@ -56,6 +56,9 @@ CATALOG: dict[str, HubFiles | UrlFile] = {
     # Pretraining text: one job per shard, so an interrupted download reruns only what is missing.
     "fineweb_edu": HubFiles("karpathy/fineweb-edu-100b-shuffle", None, ("shard_{index:05d}.parquet",),
                             "no public pin found"),
+    # The 2026 recipe's (upstream 92d63d4): NVIDIA ClimbMix, shuffled into 6,543 shards; shard 6542 is validation.
+    "climbmix": HubFiles("karpathy/climbmix-400b-shuffle", None, ("shard_{index:05d}.parquet",),
+                         "no public pin found (upstream reads main)"),
     # Chat evaluation: the test splits.
     "arc_easy_test": HubFiles("allenai/ai2_arc", ARC, ("ARC-Easy/test-*.parquet",), PINS),
     "arc_challenge_test": HubFiles("allenai/ai2_arc", ARC, ("ARC-Challenge/test-*.parquet",), PINS),

@@ -235,6 +235,8 @@ def load_model(folder: Path, device: torch.device | str = "cpu"):
     """The model saved by `save_final`, in eval mode, and its meta."""
     meta = read_input(Path(folder) / "meta.json", lambda path: json.loads(path.read_text()))
     model = read_input(Path(folder) / "model.pt", lambda path: model_from(meta, torch.load(path, map_location=device)))
+    if model.config.recipe == "2026" and torch.device(device).type == "cuda":  # its compute dtype there, as trained
+        model.cast_embeddings(torch.bfloat16)
     return model.to(device).eval(), meta
 
 

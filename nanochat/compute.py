@@ -39,10 +39,13 @@ class Compute:
     def distributed(self) -> bool:
         return self.world_size > 1
 
-    def autocast(self, decode: bool = False):
+    def autocast(self, decode: bool = False, model: torch.nn.Module | None = None):
         """bf16 autocast on CUDA, and on CPUs with AMX tiles (about 2x faster matmuls there);
         fp32 on other CPUs, where bf16 is emulated and slow, and on MPS. `decode`: token-by-token
-        generation, whose matmuls are too small on a CPU for the bf16 casts to pay (fp32 is 1.8x faster)."""
+        generation, whose matmuls are too small on a CPU for the bf16 casts to pay (fp32 is 1.8x faster).
+        None for a 2026-recipe `model`: it computes in its embeddings' dtype (bf16 on CUDA), as upstream."""
+        if model is not None and model.config.recipe == "2026":
+            return contextlib.nullcontext()
         if self.device.type == "cuda":
             return torch.amp.autocast("cuda", dtype=torch.bfloat16)
         if self.device.type == "cpu" and cpu_has_amx() and not decode:

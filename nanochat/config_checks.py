@@ -7,13 +7,15 @@ naming the key, not hours later inside a job. Torch-free; gpt.GPTConfig.from_dep
 from typing import Any
 
 
-def model_shape(depth: int, model_dim: int = 0, n_kv_head: int = 0) -> tuple[int, int, int]:
-    """(width, query heads, key/value heads): upstream's sizing, width = depth x 64 and head dim 128 where it
-    divides (else 64). A ValueError names the setting (base_train.<key>) that does not fit."""
-    dim = model_dim or depth * 64
-    if dim % 64:
-        raise ValueError(f"base_train.model_dim={model_dim}: the model's width must be a multiple of 64 "
-                         "(its head dimension), e.g. 64, 128, 192, 256")
+def model_shape(depth: int, model_dim: int = 0, n_kv_head: int = 0, recipe: str = "course") -> tuple[int, int, int]:
+    """(width, query heads, key/value heads): upstream's sizing. Course (48abd7d): width = depth x 64, head dim
+    128 where it divides (else 64). 2026 (92d63d4): width = depth x 64 rounded up to a multiple of 128, head
+    dim 128. A ValueError names the setting (base_train.<key>) that does not fit."""
+    multiple = 128 if recipe == "2026" else 64
+    dim = model_dim or -(-depth * 64 // multiple) * multiple
+    if dim % multiple:
+        raise ValueError(f"base_train.model_dim={model_dim}: the model's width must be a multiple of {multiple} "
+                         f"(its head dimension), e.g. {multiple}, {2 * multiple}, {4 * multiple}")
     n_head = dim // (128 if dim % 128 == 0 else 64)
     n_kv = n_kv_head or n_head
     if n_kv > n_head or n_head % n_kv:
@@ -28,11 +30,15 @@ def problems(config: dict[str, Any]) -> list[str]:
     found = []
     base = config["base_train"]
     try:
-        model_shape(base["depth"], base["model_dim"], base["n_kv_head"])
+        model_shape(base["depth"], base["model_dim"], base["n_kv_head"], base["recipe"])
     except ValueError as err:
         found.append(str(err))
+    pattern = base["window_pattern"]
+    if pattern.strip("SL") or (base["recipe"] == "course" and "S" in pattern):
+        found.append(f"base_train.window_pattern={pattern!r}: letters S (short window) and L (long) only, and the "
+                     "course recipe has no short windows (empty: the recipe's pattern)")
     micro_batch = base["device_batch_size"] * base["max_seq_len"]
-    if base["total_batch_size"] % micro_batch:
+    if base["total_batch_size"] > 0 and base["total_batch_size"] % micro_batch:  # -1: the recipe's
         found.append(f"base_train.total_batch_size={base['total_batch_size']}: must be a multiple of "
                      f"device_batch_size x max_seq_len = {micro_batch} tokens (and of that times the GPUs)")
     for stage in ("mid_train", "chat_sft"):

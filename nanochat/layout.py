@@ -27,15 +27,29 @@ def shard_name(index: int) -> str:
     return f"shard_{index:05d}.parquet"
 
 
+SHARD_ENTRIES = {"fineweb-edu": "fineweb_edu", "climbmix": "climbmix"}  # downloaded corpus -> its catalog entry
+VAL_SHARD_INDEX = {"climbmix": 6542}  # upstream 92d63d4 pins ClimbMix's validation split to its last shard
+
+
+def shard_indices(source: str, num_shards: int) -> list[int]:
+    """The shards a run uses, the last one its validation split: 0..num_shards-1, except where the corpus
+    pins its validation shard (ClimbMix: 0..num_shards-2 and 6542)."""
+    indices = list(range(num_shards))
+    indices[-1] = VAL_SHARD_INDEX.get(source, indices[-1])
+    return indices
+
+
 def download_path(name: str) -> str:
-    """Where catalog entry `name` is downloaded to (fineweb_edu: the shard folder)."""
-    special = {"fineweb_edu": shard_folder("fineweb-edu"), "eval_bundle": "eval_bundle",
-               "identity": f"{HUB}/{IDENTITY_FILE}", "words_alpha": f"{HUB}/{WORDS_FILE}"}
+    """Where catalog entry `name` is downloaded to (a pretraining corpus: its shard folder)."""
+    corpora = {entry: shard_folder(source) for source, entry in SHARD_ENTRIES.items()}
+    special = {**corpora, "eval_bundle": "eval_bundle", "identity": f"{HUB}/{IDENTITY_FILE}",
+               "words_alpha": f"{HUB}/{WORDS_FILE}"}
     return special.get(name, f"{HUB}/{name}")
 
 
 def download_paths(data: list[str], num_shards: int) -> list[str]:
-    """Every file or folder the catalog entries `data` are downloaded to (fineweb_edu: its first num_shards)."""
+    """Every file or folder the catalog entries `data` are downloaded to (a pretraining corpus: its shards)."""
+    sources = {entry: source for source, entry in SHARD_ENTRIES.items()}
     return [path for name in data for path in
-            ([f"{shard_folder('fineweb-edu')}/{shard_name(i)}" for i in range(num_shards)] if name == "fineweb_edu"
-             else [download_path(name)])]
+            ([f"{shard_folder(sources[name])}/{shard_name(i)}" for i in shard_indices(sources[name], num_shards)]
+             if name in sources else [download_path(name)])]

@@ -7,7 +7,8 @@ from nanochat.catalog import CATALOG, HubFiles, UrlFile
 from nanochat.fetch import check_word_list
 
 # No public pin was found for these (see the catalog's `source`); a new entry must not join them silently.
-UNPINNED = {"fineweb_edu", "identity", "words_alpha"}  # words_alpha: its URL is at a commit, no sha256 known
+# words_alpha: its URL is at a commit, no sha256 known
+UNPINNED = {"fineweb_edu", "climbmix", "identity", "words_alpha"}
 
 
 def test_pins_are_commits_and_checksums():
@@ -26,7 +27,7 @@ def test_pins_are_commits_and_checksums():
 def test_every_entry_has_one_place_and_a_reader():
     paths = [layout.download_path(name) for name in CATALOG]
     assert len(set(paths)) == len(paths)
-    read = {"fineweb_edu", "eval_bundle", *catalog.CHAT_EVAL_TEST_SETS.values(),
+    read = {*layout.SHARD_ENTRIES.values(), "eval_bundle", *catalog.CHAT_EVAL_TEST_SETS.values(),
             *(name for stage in catalog.MIXTURES for name in catalog.mixture_entries(stage))}
     assert read == set(CATALOG)
 
@@ -34,6 +35,12 @@ def test_every_entry_has_one_place_and_a_reader():
 def test_records_describe_the_revision():
     assert CATALOG["gsm8k_test"].describe() == f"hf://datasets/openai/gsm8k@{catalog.GSM8K}"
     assert "not pinned" in CATALOG["fineweb_edu"].describe()
+
+
+def test_climbmix_validation_is_its_pinned_last_shard_as_upstream():
+    assert layout.shard_indices("climbmix", 4) == [0, 1, 2, 6542]
+    assert layout.shard_indices("fineweb-edu", 4) == [0, 1, 2, 3]
+    assert layout.download_paths(["climbmix"], 3) == [f"base_data/climbmix/shard_{i:05d}.parquet" for i in (0, 1, 6542)]
 
 
 def test_a_word_list_is_lowercase_words_one_per_line(tmp_path):

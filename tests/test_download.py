@@ -45,7 +45,7 @@ def test_clean_download_then_compute_stays_offline(tmp_path, hub):
     for i in range(NUM_SHARDS):
         assert shard_path(workdir, i).read_bytes() == (hub.root / REPO_ID / shard_name(i)).read_bytes()
         # Shown live in the terminal (Snakemake's stdout) and kept in the shard's log.
-        log = (workdir / ".nanochat/logs/download_shard" / shard_name(i).replace(".parquet", ".log")).read_text()
+        log = (workdir / ".nanochat/logs/download_shard/fineweb-edu" / f"shard_{i:05d}.log").read_text()
         for line in (f"download: {REPO_ID}/{shard_name(i)}: downloading (", "MB/s)"):
             assert line in downloads.stdout and line.split("download: ")[-1] in log, line
     assert sorted(hub.gets()) == [shard_name(i) for i in range(NUM_SHARDS)]
@@ -62,7 +62,7 @@ def test_corrupt_shard_is_rejected_and_downloaded_again(tmp_path, hub):
     run(workdir, hub, "download")
     assert shard_path(workdir, 1).read_bytes() == (hub.root / REPO_ID / shard_name(1)).read_bytes()
     assert hub.gets().count(shard_name(1)) == 2
-    log = (workdir / ".nanochat" / "logs" / "download_shard" / "shard_00001.log").read_text()
+    log = (workdir / ".nanochat" / "logs" / "download_shard" / "fineweb-edu" / "shard_00001.log").read_text()
     assert "rejected: unreadable parquet footer" in log
 
 

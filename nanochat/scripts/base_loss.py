@@ -56,15 +56,16 @@ def main(argv: list[str] | None = None) -> None:
     token_bytes = read_input(token_bytes_path, torch.load)
     B, T = cfg.device_batch_size, model.config.sequence_len
     record = {"settings": dataclasses.asdict(cfg), "model_step": meta["step"]}
-    for split, shard in (("train", args.train), ("val", args.val)):
-        batches = eval_batches(shard, tokenizer, B, T, cfg.split_tokens)
-        record[f"{split}_bpb"] = evaluate_bpb(model, batches, token_bytes, compute)
+    course = model.config.recipe == "course"
+    for split, shard in (("train", args.train), ("val", args.val)):  # 2026: best-fit rows, as it trained on
+        batches = eval_batches(shard, tokenizer, B, T, cfg.split_tokens, bestfit=not course)
+        record[f"{split}_bpb"] = evaluate_bpb(model, batches, token_bytes, compute, autocast=course)
         record["tokens_per_split"] = len(batches) * B * T
         log.info("%s: %.4f bits/byte over %d tokens", split, record[f"{split}_bpb"], len(batches) * B * T)
     samples, engine = [], Engine(model, tokenizer)
     for prompt in PROMPTS:
         tokens = tokenizer.encode(prompt, prepend_bos=True)
-        with compute.autocast(decode=True):
+        with compute.autocast(decode=True, model=model):
             [completion] = engine.generate_batch(tokens, 1, max_tokens=cfg.sample_tokens, temperature=0.0)
         completion = tokenizer.decode(completion)
         samples.append({"prompt": prompt, "completion": completion})

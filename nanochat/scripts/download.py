@@ -1,5 +1,6 @@
 """Download one catalog entry (nanochat.catalog), verified, into place: the only stage that touches the
-network. A hub entry becomes a folder of its files; fineweb_edu one shard per call (--index); a URL
+network. A hub entry becomes a folder of its files; a pretraining corpus (fineweb_edu, climbmix) one shard
+per call (--index); a URL
 entry a file, or for the eval bundle its unpacked folder.
 
     python -m nanochat.scripts.download fineweb_edu --index=0 --out=base_data/fineweb-edu/shard_00000.parquet
@@ -10,7 +11,7 @@ entry a file, or for the eval bundle its unpacked folder.
 import argparse
 from pathlib import Path
 
-from nanochat import fetch
+from nanochat import fetch, layout
 from nanochat.catalog import CATALOG, HubFiles
 from nanochat.common import setup_logging
 
@@ -18,16 +19,16 @@ from nanochat.common import setup_logging
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("name", choices=sorted(CATALOG), help="the catalog entry")
-    parser.add_argument("--index", type=int, help="fineweb_edu: which shard")
+    parser.add_argument("--index", type=int, help="a pretraining corpus: which shard")
     parser.add_argument("--out", type=Path, required=True, help="the file or folder to write")
     args = parser.parse_args(argv)
     setup_logging()
     entry = CATALOG[args.name]
     if not isinstance(entry, HubFiles):
         fetch.url_file(entry, args.out)
-    elif args.name == "fineweb_edu":
+    elif args.name in layout.SHARD_ENTRIES.values():
         if args.index is None:
-            parser.error("fineweb_edu needs --index")
+            parser.error(f"{args.name} needs --index")
         fetch.hub_file(entry, entry.patterns[0].format(index=args.index), args.out, column="text")
     else:
         fetch.hub_files(entry, args.out)

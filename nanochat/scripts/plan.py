@@ -5,10 +5,12 @@ GPU-hours and cost, the scratch space it needs against what is free, and which d
     snakemake --profile profiles/ptolemy plan      # the rule passes the config and the profile's GPUs
 
 Hours come from a measured model FLOPs utilisation (MFU) per GPU type, MEASURED below, each with its source;
-a GPU type without a measurement gets no hours, rather than a guess.
+a GPU type without a measurement gets no hours, rather than a guess. The 2026 recipe has no measured MFU on
+any GPU type here: its hours assume the course recipe's, and the plan says so.
 """
 
 import argparse
+import dataclasses
 import json
 import math
 import shutil
@@ -18,7 +20,7 @@ import torch
 
 from nanochat import layout
 from nanochat.gpt import GPT, GPTConfig
-from nanochat.scripts.base_train import BaseTrainSettings, num_steps
+from nanochat.scripts.base_train import BaseTrainSettings, horizon, model_config, resolved
 from nanochat.training import RuntimeSettings
 
 PEAK_FLOPS = {"a100": 312e12, "h100": 989e12}  # dense bf16 FLOP/s per GPU, the vendors' data sheets
@@ -31,45 +33,61 @@ SHARD_BYTES = {"fineweb-edu": 100e6, "offline": 2e6}  # one pretraining shard on
 CHECKPOINT_STAGES = ("base_train", "mid_train", "chat_sft")  # each keeps 2 step checkpoints and its model
 
 
-def model_for(depth: int, vocab_size: int, sequence_len: int, model_dim: int = 0, n_kv_head: int = 0) -> GPT:
-    """The model of a config, on the meta device: sizes without memory."""
-    with torch.device("meta"):
-        return GPT(GPTConfig.from_depth(depth, vocab_size, sequence_len, model_dim, n_kv_head))
-
-
 def measured_mfu(gpu: str) -> float | None:
     run = MEASURED.get(gpu)
     if run is None:
         return None
-    flops = model_for(run["depth"], run["vocab_size"], run["sequence_len"]).flops_per_token()
+    with torch.device("meta"):  # the course recipe's model: sizes without memory
+        flops = GPT(GPTConfig.from_depth(run["depth"], run["vocab_size"], run["sequence_len"])).flops_per_token()
     return flops * run["steps"] * run["tokens_per_step"] / (run["gpus"] * PEAK_FLOPS[gpu] * run["seconds"])
 
 
 def checkpoint_bytes(model: GPT) -> float:
-    """A step checkpoint: fp32 weights, AdamW's two moments of embedding and head, Muon's momentum of the rest."""
-    adam = model.transformer.wte.weight.numel() + model.lm_head.weight.numel()
-    return 4 * (model.num_params() + 2 * adam + (model.num_params() - adam))
+    """A step checkpoint: fp32 weights, AdamW's two moments of everything outside the blocks (embeddings, head,
+    scalars), Muon's momentum of the block matrices (its 2026 second moment is a vector per matrix: left out)."""
+    muon = sum(p.numel() for p in model.transformer.h.parameters())
+    return 4 * (model.num_params() + 2 * (model.num_params() - muon) + muon)
+
+
+def mfu_line(gpu: str | None, mfu: float | None, recipe: str) -> str:
+    """Where the MFU behind the hours comes from: measured, assumed (2026), or none (no hours)."""
+    if not gpu:
+        return "; no hours"
+    if mfu is None:
+        return f"; no measured MFU for {gpu}: no hours"
+    if recipe == "2026":
+        return (f"; MFU {mfu:.1%} ASSUMED: no {gpu} run of the 2026 recipe is measured, so its hours assume the "
+                f"course recipe's MFU, measured: {MEASURED[gpu]['source']}")
+    return f"; MFU {mfu:.1%}, measured: {MEASURED[gpu]['source']}"
 
 
 def plan(sections: dict, gpu: str | None, gpus: int, job_minutes: int, base_dir: Path, data: list[str]) -> str:
-    base = BaseTrainSettings(**sections["base_train"])
+    base = resolved(BaseTrainSettings(**sections["base_train"]))
     runtime = RuntimeSettings(**sections["runtime"])
-    model = model_for(base.depth, sections["tok_train"]["vocab_size"], base.max_seq_len, base.model_dim, base.n_kv_head)
+    vocab_size = sections["tok_train"]["vocab_size"]
+    with torch.device("meta"):
+        model = GPT(model_config(base, vocab_size))
+    run_length = horizon(base, model)
     mfu = measured_mfu(gpu) if gpu else None
     hourly_rate = sections["report"]["hourly_rate"]
     job_hours = job_minutes / 60 - runtime.stop_before_limit / 3600 if job_minutes else None
-    lines = [f"# Plan: d{base.depth}, {model.num_params():,} parameters, {model.flops_per_token():.3g} FLOPs per token",
+    lines = [f"# Plan: {base.recipe} recipe, d{base.depth}, {model.num_params():,} parameters, "
+             f"{model.flops_per_token():.3g} FLOPs per token",
              "", f"GPUs per training job: {f'{gpus} x {gpu}' if gpu else 'none declared by the profile (this machine)'}"
-             + (f"; MFU {mfu:.1%}, measured: {MEASURED[gpu]['source']}" if mfu else
-                f"; no measured MFU for {gpu}: no hours" if gpu else "; no hours"),
-             "", "| stage | steps | tokens | FLOPs | hours | jobs |", "|---|---|---|---|---|---|"]
+             + mfu_line(gpu, mfu, base.recipe)]
+    if base.recipe == "2026":
+        lines += ["", f"2026 recipe: {run_length.total_batch_size:,} tokens per step"
+                  + (" (automatic from the horizon)" if base.total_batch_size == -1 else "")
+                  + f", learning rates x {run_length.lr_scale:.4f}, Muon weight decay {run_length.weight_decay:.4g}; "
+                  "no midtraining (SFT from the base model)."]
+    lines += ["", "| stage | steps | tokens | FLOPs | hours | jobs |", "|---|---|---|---|---|---|"]
     total_hours = 0.0
-    stages = [("base_train", num_steps(base, model.num_params(), model.flops_per_token()), base.total_batch_size,
-               model.flops_per_token())]
-    for name in ("mid_train", "chat_sft"):
+    stages = [("base_train", run_length.num_steps, run_length.total_batch_size, model.flops_per_token())]
+    for name in ("mid_train", "chat_sft") if base.recipe == "course" else ("chat_sft",):
         cfg = sections[name]
-        flops = model_for(base.depth, sections["tok_train"]["vocab_size"], cfg["max_seq_len"], base.model_dim,
-                          base.n_kv_head).flops_per_token()
+        with torch.device("meta"):
+            flops = GPT(model_config(dataclasses.replace(base, max_seq_len=cfg["max_seq_len"]),
+                                     vocab_size)).flops_per_token()
         stages.append((name, cfg["num_iterations"], cfg["rows_per_step"] * cfg["max_seq_len"], flops))
     for name, steps, tokens_per_step, flops_per_token in stages:
         if steps <= 0:

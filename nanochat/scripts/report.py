@@ -51,6 +51,11 @@ def chat_mean_tasks(records: dict) -> list[str]:
     return next((r["chat_mean_tasks"] for r in chat if r["chatcore"] is None), [])
 
 
+def recipe(records: dict) -> str:
+    """The base model's recipe (course or 2026); records from before the 2026 recipe are the course's."""
+    return records.get("base_train", {}).get("settings", {}).get("recipe", "course")
+
+
 def summary_table(records: dict, rl_enabled: bool) -> list[list[str]]:
     """Upstream's report card: metric rows x stage columns; a cell without a number says why. A "Chat mean"
     row follows ChatCORE when a chat model was evaluated on another task set (offline)."""
@@ -60,6 +65,8 @@ def summary_table(records: dict, rl_enabled: bool) -> list[list[str]]:
         for column in COLUMNS:
             if column == "RL" and not rl_enabled:
                 cells.append("RL disabled")
+            elif column == "MID" and recipe(records) == "2026":
+                cells.append("no midtraining (2026)")
             elif row == "CORE":
                 core = records.get("base_eval", {})
                 cells.append("" if column != "BASE" else f"{core['core']:.4f}" if core.get("available")
@@ -129,7 +136,7 @@ def context(records: dict, rl_enabled: bool, hourly_rate: float) -> dict:
         (r["hardware"] for r in records.values() if "hardware" in r), {})
     return {"records": records, "table": summary_table(records, rl_enabled), "columns": COLUMNS,
             "chat_mean_tasks": chat_mean_tasks(records), "chatcore_tasks": CHATCORE_TASKS,
-            "rl_enabled": rl_enabled, "git": git_state(Path(__file__).resolve().parent.parent),
+            "rl_enabled": rl_enabled, "recipe": recipe(records), "git": git_state(Path(__file__).resolve().parent.parent),
             "hardware": hardware, "versions": versions, "python": records.get("tok_train", {}).get("python", ""),
             "started": min(t[0] for t in times).strftime("%Y-%m-%d %H:%M:%S") if times else "unknown",
             "wall_s": wall_s, "span_s": (max(t[1] for t in times) - min(t[0] for t in times)).total_seconds()

@@ -1,5 +1,6 @@
-# Chat stages: midtraining from the base model, SFT from the midtrained one, optional RL from the SFT
-# one (`workflow.chat_rl`; `all` and `report` include it only then). Step checkpoints go to
+# Chat stages: midtraining from the base model, SFT from the midtrained one (the 2026 recipe: SFT from the
+# base model, no midtraining), optional RL from the SFT one (`workflow.chat_rl`; `all` and `report`
+# include it only then). Step checkpoints go to
 # <model>_checkpoints/steps/, not an output, so a failed or killed job resumes from them.
 
 
@@ -34,7 +35,7 @@ rule mid_train:
 
 rule chat_sft:
     input:
-        parent=rules.mid_train.output.model,
+        parent=str(CKPT[SFT_PARENT] / "model.pt"),
         tokenizer=rules.tok_train.output.tokenizer,
         mixture=[download_path(name) for name in mixture_data("chat_sft")],
     output:

@@ -18,7 +18,8 @@ os.environ.update(PATH=os.path.dirname(sys.executable) + os.pathsep + os.environ
 
 BASE = Path(os.path.expandvars(config["workflow"]["base_dir"])).expanduser()
 SHARD_DIR = BASE / layout.shard_folder(config["base_data"]["source"])
-SHARDS = [str(SHARD_DIR / layout.shard_name(i)) for i in range(config["base_data"]["num_shards"])]
+SHARDS = [str(SHARD_DIR / layout.shard_name(i))
+          for i in layout.shard_indices(config["base_data"]["source"], config["base_data"]["num_shards"])]
 TRAIN_SHARDS, VAL_SHARD = SHARDS[:-1], SHARDS[-1]
 TOKENIZER_DIR = BASE / layout.TOKENIZER
 CKPT = {model: BASE / folder for model, folder in layout.CHECKPOINTS.items()}
@@ -27,7 +28,10 @@ REPORT_DIR = BASE / layout.REPORT
 HUB_DIR = BASE / layout.HUB
 EXPORT_DIR = BASE / layout.EXPORT
 RL_ENABLED = config["workflow"]["chat_rl"]
-CHAT_MODELS = ["mid", "sft"] + ["rl"] * RL_ENABLED  # the models `all` and `report` evaluate on the chat tasks
+# The course recipe midtrains the base model and fine-tunes (SFT) that; the 2026 recipe fine-tunes the base model.
+MIDTRAINED = config["base_train"]["recipe"] == "course"
+SFT_PARENT = "mid" if MIDTRAINED else "base"
+CHAT_MODELS = ["mid"] * MIDTRAINED + ["sft"] + ["rl"] * RL_ENABLED  # the models `all` and `report` evaluate on the chat tasks
 # What the chat tools load: `report` requires it, so that what is lost of it is rebuilt.
 REPORTED = [str(TOKENIZER_DIR / "tokenizer.json"), str(TOKENIZER_DIR / "token_bytes.pt")] + [
     str(CKPT[model] / "model.pt") for model in ["base"] + CHAT_MODELS]
@@ -61,16 +65,16 @@ def mixture_data(stage: str) -> list[str]:
 # Every catalog entry this config downloads (named in report.md), and their files: the `download` target.
 DATA = sorted(
     set(
-        (["fineweb_edu"] if config["base_data"]["source"] == "fineweb-edu" else [])
+        [entry for source, entry in layout.SHARD_ENTRIES.items() if source == config["base_data"]["source"]]
         + (["eval_bundle"] if config["base_eval"]["bundle"] else [])
         + list(CHAT_EVAL_DATA.values())
-        + mixture_data("mid_train")
+        + (mixture_data("mid_train") if MIDTRAINED else [])
         + mixture_data("chat_sft")
         + ["gsm8k_train"] * RL_ENABLED
     )
 )
 DOWNLOADS = [str(BASE / path) for path in layout.download_paths(DATA, config["base_data"]["num_shards"])]
-SPECIAL_DOWNLOAD_RULES = {"fineweb_edu": "download_shard", "eval_bundle": "download_eval_bundle",
+SPECIAL_DOWNLOAD_RULES = {"fineweb_edu": "download_shard", "climbmix": "download_shard", "eval_bundle": "download_eval_bundle",
                           **{name: "download_file" for name in URL_FILES.values()}}
 DOWNLOAD_RULE = {name: SPECIAL_DOWNLOAD_RULES.get(name, "download_hub") for name in DATA}  # entry -> its rule
 

@@ -2,18 +2,22 @@
 # Downloads are local rules: they run where Snakemake runs (the devel node with internet on Ptolemy).
 
 
-# fineweb-edu: one job per shard, so an interrupted download reruns only what is missing.
+# A pretraining corpus (fineweb-edu, climbmix): one job per shard, so an interrupted download reruns only what
+# is missing.
 rule download_shard:
     localrule: True
     output:
-        shard=str(BASE / layout.shard_folder("fineweb-edu") / "shard_{index}.parquet"),
+        shard=str(BASE / layout.shard_folder("{source}") / "shard_{index}.parquet"),
+    params:
+        entry=lambda w: layout.SHARD_ENTRIES[w.source],
     wildcard_constraints:
+        source="|".join(layout.SHARD_ENTRIES),
         index=r"\d{5}",
     log:
-        log_path("download_shard", "shard_{index}"),
+        log_path("download_shard", "{source}/shard_{index}"),
     retries: 2
     shell:
-        "python -m nanochat.scripts.download fineweb_edu --index=$((10#{wildcards.index})) --out={output.shard}"
+        "python -m nanochat.scripts.download {params.entry} --index=$((10#{wildcards.index})) --out={output.shard}"
         " 2> {log}"
 
 

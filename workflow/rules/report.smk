@@ -11,7 +11,7 @@ rule report:
             rules.base_train.output.record,
             rules.base_loss.output.record,
             rules.base_eval.output.record,
-            rules.mid_train.output.record,
+            *[rules.mid_train.output.record] * MIDTRAINED,
             rules.chat_sft.output.record,
             *[rules.chat_rl.output.record] * RL_ENABLED,
             *expand(rules.chat_eval.output.record, model=CHAT_MODELS),
