@@ -8,11 +8,14 @@
             --steps); everything else each one's default (2026: windows SSSL, warmup 40, warmdown 0.65, ...).
             Upstream runs as its base_train does (torch.compile, fp32 on a CPU), its fixed seed (42, in
             compute_init) replaced by the run's right after; ours as it runs (not compiled unless
-            --ours_compile). Means and spread (sample standard deviation) over the seeds.
+            --ours_compile). Means and spread (sample standard deviation) over the seeds, "within seed noise"
+            when the means differ by at most two standard errors; and the differences seed by seed (one seed
+            gives both the same initial weights only if both build the model alike: upstream on the meta device).
   wall      ours --recipe=2026 against ours --recipe=course at equal training time, at the shape of
             config/presets/cpu-15m.yaml (depth, context, batches, validation tokens): --calibrate steps of each
-            give its step time, then each trains its whole schedule over the steps that fit in --minutes;
-            the validation bits-per-byte difference is printed.
+            give its step time, then each trains its whole schedule over the steps that fit in --minutes
+            (each as ours runs it here: course in bf16 autocast where the CPU has AMX, 2026 in fp32 on a CPU as
+            upstream); the validation bits-per-byte difference is printed.
 
 Data: the offline corpus in --shards shards (nanochat.dataset.build_offline_shard, as the CPU presets), written
 once into a scratch folder the way upstream reads them (NANOCHAT_BASE_DIR/base_data_climbmix/shard_XXXXX.parquet,
@@ -207,10 +210,13 @@ def compare_upstream(scratch: Path, data: dict, args: argparse.Namespace) -> dic
 
 
 def summarize(runs: dict[str, list[dict]], args: argparse.Namespace) -> dict:
-    """Means and spreads over seeds: tok/s, and bpb at each step both evaluated."""
+    """Means and spreads over seeds: tok/s, and bpb at each step both evaluated, with the per-seed differences
+    (paired: the same seed gives both the same initial weights only where both build them alike)."""
     steps = sorted(set.intersection(*(set(r["bpb"]) for rs in runs.values() for r in rs)))
     out = {"runs": runs, "tok_s": {impl: spread([r["tok_s"] for r in rs]) for impl, rs in runs.items()},
-           "bpb": {step: {impl: spread([r["bpb"][step] for r in rs]) for impl, rs in runs.items()}
+           "bpb": {step: {**{impl: spread([r["bpb"][step] for r in rs]) for impl, rs in runs.items()},
+                          "paired": spread([o["bpb"][step] - u["bpb"][step]
+                                            for u, o in zip(runs["upstream"], runs["ours"])])}
                    for step in steps}}
     out["ratio"] = out["tok_s"]["ours"][0] / out["tok_s"]["upstream"][0]
     return out
@@ -243,11 +249,12 @@ def print_upstream_tables(summary: dict, args: argparse.Namespace) -> None:
             bpb = (f"{pm(last['upstream'], 4)} | {pm(last['ours'], 4)} | "
                    f"{last['ours'][0] - last['upstream'][0]:+.4f} ({noise})")
         print(f"| {depth} | {pm(up, 0)} | {pm(ours, 0)} | {s['ratio']:.2f} | {bpb} |")
-    print("\n| depth | step | upstream bpb | ours bpb | ours - upstream |\n|---|---|---|---|---|")
+    print("\n| depth | step | upstream bpb | ours bpb | ours - upstream | same seed: ours - upstream |\n"
+          "|---|---|---|---|---|---|")
     for depth, s in summary.items():
         for step, b in s["bpb"].items():
             print(f"| {depth} | {step} | {pm(b['upstream'], 4)} | {pm(b['ours'], 4)} | "
-                  f"{b['ours'][0] - b['upstream'][0]:+.4f} |")
+                  f"{b['ours'][0] - b['upstream'][0]:+.4f} | {b['paired'][0]:+.4f} ± {b['paired'][1]:.4f} |")
 
 
 def compare_wall(scratch: Path, data: dict, args: argparse.Namespace) -> dict:
