@@ -38,10 +38,11 @@ A 2026-recipe model (GPTConfig.recipe "2026", upstream 92d63d4) has what transfo
 embeddings, smear, backout, per-layer lambdas, sliding windows (and RoPE base 100,000, q and k x 1.2). Its folder
 holds nanochat/hf_nanochat_2026.py, the model written for transformers (torch and transformers only), and config.json
 names its classes in "auto_map" (model_type "nanochat_2026", which transformers does not know): it loads with
-AutoModelForCausalLM.from_pretrained(folder, trust_remote_code=True), and without that flag not at all. The weights are
-our state dict as it is (our names, vocabulary padding kept), so they load back into nanochat's GPT. That file has no
-KV cache: generate() recomputes the sequence for every token (use_cache false). The check also runs sequence_len + 2
-random tokens, past both windows. A model config field that the file does not implement is refused, by name.
+AutoModelForCausalLM.from_pretrained(folder, trust_remote_code=True) (without the flag transformers asks, or refuses:
+never its own NanoChat). The weights are our state dict as it is (our names, vocabulary padding kept), so they load
+back into nanochat's GPT. That file has no KV cache: generate() recomputes the sequence for every token (use_cache
+false). The check also runs sequence_len + 2 random tokens, past both windows. A model setting that the exported model
+does not compute is refused, by name (EXPORTED_FIELDS).
 """
 
 import dataclasses
@@ -70,8 +71,8 @@ log = logging.getLogger("nanochat.scripts.export")
 
 ROPE_THETA = 10000.0  # GPT._rotary's base
 TOLERANCE = 1e-4  # largest |logit difference| accepted between transformers and ours, both in float32
-# Our GPTConfig fields that the exported model computes (a course model's window_pattern must be all L: transformers'
-# NanoChat has no windows); a model with any other field is refused, naming it, instead of exported as another model.
+# Our GPTConfig fields that the exported model computes (a course model's window_pattern is all L: GPT refuses S);
+# a model with any other field is refused, naming it, instead of exported as another model.
 EXPORTED_FIELDS = {"sequence_len", "vocab_size", "n_layer", "n_head", "n_kv_head", "n_embd", "recipe", "window_pattern"}
 # Our parameter names inside block <i> -> transformers' (the mapping of its convert_nanochat_checkpoints.py).
 BLOCK_NAMES = {"attn.c_q": "self_attn.q_proj", "attn.c_k": "self_attn.k_proj", "attn.c_v": "self_attn.v_proj",
@@ -147,12 +148,8 @@ def is_2026(model: GPT) -> bool:
 
 
 def unexportable(model: GPT) -> list[str]:
-    """What of our model the folder's model would not compute (nothing: it can be exported)."""
-    fields = dataclasses.asdict(model.config)
-    missing = [f"the model setting {name}" for name in sorted(set(fields) - EXPORTED_FIELDS)]
-    if not is_2026(model) and "S" in fields.get("window_pattern", "L").upper():
-        missing.append("sliding windows (window_pattern with S) in transformers' NanoChat")
-    return missing
+    """Our model's settings that the folder's model would not compute (none: it can be exported)."""
+    return sorted(set(dataclasses.asdict(model.config)) - EXPORTED_FIELDS)
 
 
 def write_folder(folder: Path, model: GPT, tokenizer: Tokenizer, dtype: str) -> None:
@@ -220,7 +217,9 @@ def check_folder(folder: Path, model: GPT, tokenizer: Tokenizer, dtype: torch.dt
     those of our model holding the written weights."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    rendered = AutoTokenizer.from_pretrained(folder).apply_chat_template(CHECK_CONVERSATION, add_generation_prompt=True)
+    # A 2026 folder's config.json names remote code: without the flag AutoTokenizer asks on stdin whether to run it.
+    hf_tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=is_2026(model))
+    rendered = hf_tokenizer.apply_chat_template(CHECK_CONVERSATION, add_generation_prompt=True)
     ids = rendered["input_ids"]
     if ids != tokenizer.render_for_completion(CHECK_CONVERSATION):
         raise SystemExit("error: the chat template's tokens differ from Tokenizer.render_for_completion's")
@@ -254,8 +253,8 @@ def main(argv: list[str] | None = None) -> None:
     model, meta = load_model(args.model_dir)
     tokenizer = Tokenizer.load(args.tokenizer)
     if missing := unexportable(model):
-        raise SystemExit(f"error: {args.model_dir} cannot be exported as it is: the exported model would lack "
-                         f"{'; '.join(missing)}")
+        raise SystemExit(f"error: {args.model_dir} cannot be exported: the exported model has no setting "
+                         f"{', '.join(missing)} (nanochat/scripts/export.py EXPORTED_FIELDS)")
     if tokenizer.vocab_size != model.config.vocab_size:
         raise SystemExit(f"error: {args.tokenizer} has {tokenizer.vocab_size} tokens, the model "
                          f"{model.config.vocab_size}: not the model's tokenizer")
