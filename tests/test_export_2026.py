@@ -2,6 +2,7 @@
 transformers loads with trust_remote_code and that computes our logits (windows, value embeddings, smear, backout,
 lambdas), generates our tokens and renders our conversations; and upstream 92d63d4's weights give upstream's logits."""
 
+import copy
 import json
 from pathlib import Path
 
@@ -97,6 +98,19 @@ def test_logits_equal_ours_past_both_windows_and_on_a_conversation(exported, tok
             pytest.approx(ours(random_ids[:, :-1], targets[:, 1:]).item(), abs=1e-5)
     if "S" in ours.config.window_pattern:  # the windows matter on these ids: all-L windows give other logits
         assert max_logit_diff(ours, load_folder(folder, window_pattern="L"), random_ids) > 1e-3
+
+
+def test_computed_in_bfloat16_the_logits_are_ours_in_bfloat16(exported):
+    """transformers holds every weight in bfloat16, ours its matrices in float32, cast to bfloat16 at each product:
+    the same products, the same numbers (on this CPU)."""
+    ours, folder = exported
+    ours = copy.deepcopy(ours)
+    ours.cast_embeddings(torch.bfloat16)  # ours computing in bfloat16, as on CUDA
+    theirs = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.bfloat16, trust_remote_code=True).eval()
+    random_ids = torch.randint(0, VOCAB, (2, 300), generator=torch.Generator().manual_seed(0))
+    diff = max_logit_diff(ours, theirs, random_ids)
+    print(f"{ours.config.window_pattern}: max |logit difference| bfloat16: {diff}")
+    assert diff <= 1e-4
 
 
 def test_greedy_generation_past_the_short_window_equals_ours(exported):
