@@ -22,6 +22,7 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
+from nanochat.catalog import CATALOG, MIXTURES
 from nanochat.chat_data import ENTRIES_2026, BestFitPadLoader, sft_mixture_2026
 from nanochat.chat_train import PassSchedule, build_optimizers, warm_start
 from nanochat.checkpoint import StepCheckpoints, load_model, save_final
@@ -356,3 +357,11 @@ def test_sft_of_a_2026_base_model_runs_offline_warm_started(tmp_path):
     log = next(sft.glob("steps/*/train.log")).read_text()
     assert f"optimizer state from {base / 'steps/run/step_000001'}" in log
     assert load_model(sft)[1]["model_config"]["recipe"] == "2026"
+
+
+def test_the_catalog_downloads_what_the_2026_mixture_reads():
+    if "chat_sft_2026" not in MIXTURES:
+        pytest.skip("nanochat.catalog has no MIXTURES['chat_sft_2026'] yet")
+    assert sorted(MIXTURES["chat_sft_2026"]) == sorted(ENTRIES_2026)
+    test_split = CATALOG["smoltalk_test"]
+    assert (test_split.repo, test_split.revision) == (CATALOG["smoltalk"].repo, CATALOG["smoltalk"].revision)
