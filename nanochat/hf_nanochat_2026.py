@@ -194,7 +194,7 @@ class NanoChat2026ForCausalLM(PreTrainedModel, GenerationMixin):
         # Smear: each token's embedding gets the previous one's, gated by smear_lambda sigmoid(.)
         gate = self.smear_lambda * torch.sigmoid(self.smear_gate(x[:, 1:, :SMEAR_CHANNELS]))
         x = torch.cat([x[:, :1], x[:, 1:] + gate * x[:, :-1]], dim=1)
-        x0, x_backout = x, None
+        x0 = x  # the first layer's input, mixed back in by x0_lambdas
         backout_layer = self.config.n_layer // 2
         for i, block in enumerate(self.transformer.h):
             x = self.resid_lambdas[i] * x + self.x0_lambdas[i] * x0
