@@ -150,7 +150,10 @@ def train_upstream(scratch: Path, shape: dict, seed: int) -> dict:
            "PYTHONPATH": os.pathsep.join([str(ANCHOR), os.environ.get("PYTHONPATH", "")])}
     out, wall = run([sys.executable, "-c", UPSTREAM_LAUNCH, str(seed), *(f"--{k}={v}" for k, v in flags.items())],
                     f"upstream d{shape['depth']} seed {seed}", cwd=ANCHOR, env=env)
-    return {**parse_upstream(out), "wall_s": wall}
+    parsed = parse_upstream(out)
+    if len(parsed["step_s"]) != shape["steps"]:
+        raise SystemExit(f"upstream printed {len(parsed['step_s'])} step lines, not {shape['steps']}:\n{out[-3000:]}")
+    return {**parsed, "wall_s": wall}
 
 
 def parse_upstream(out: str) -> dict:
