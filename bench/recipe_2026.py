@@ -248,7 +248,8 @@ def print_upstream_tables(summary: dict, args: argparse.Namespace) -> None:
         if last is None:
             bpb = "n/a | n/a | n/a"
         else:
-            noise = "within seed noise" if within_noise(last["ours"], last["upstream"], n) else "**beyond seed noise**"
+            noise = ("one seed: no spread" if n < 2 else "within seed noise"
+                     if within_noise(last["ours"], last["upstream"], n) else "**beyond seed noise**")
             bpb = (f"{pm(last['upstream'], 4)} | {pm(last['ours'], 4)} | "
                    f"{last['ours'][0] - last['upstream'][0]:+.4f} ({noise})")
         print(f"| {depth} | {pm(up, 0)} | {pm(ours, 0)} | {s['ratio']:.2f} | {bpb} |")
