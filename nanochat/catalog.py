@@ -67,6 +67,7 @@ CATALOG: dict[str, HubFiles | UrlFile] = {
     "humaneval_test": HubFiles("openai/openai_humaneval", HUMANEVAL, ("openai_humaneval/test-*.parquet",), PINS),
     # Chat training mixtures (hub) and RL's questions (gsm8k_train).
     "smoltalk": HubFiles("HuggingFaceTB/smol-smoltalk", SMOLTALK, ("*train-*.parquet",), PINS),
+    "smoltalk_test": HubFiles("HuggingFaceTB/smol-smoltalk", SMOLTALK, ("*test-*.parquet",), PINS),  # 2026 SFT
     "mmlu_aux": HubFiles("cais/mmlu", MMLU, ("auxiliary_train/*.parquet",), PINS),
     "gsm8k_train": HubFiles("openai/gsm8k", GSM8K, ("main/train-*.parquet",), PINS),
     "arc_easy_train": HubFiles("allenai/ai2_arc", ARC, ("ARC-Easy/train-*.parquet",), PINS),
@@ -92,13 +93,18 @@ CORE_TASKS = {"hellaswag_zeroshot": 10042, "jeopardy": 2117, "bigbench_qa_wikida
 # Which stage reads which entries: the Snakefile declares them as inputs from here.
 CHAT_EVAL_TEST_SETS = {"arc_easy": "arc_easy_test", "arc_challenge": "arc_challenge_test", "mmlu": "mmlu_test",
                        "gsm8k": "gsm8k_test", "humaneval": "humaneval_test"}  # chat task -> its test split
-MIXTURES = {"mid_train": ["smoltalk", "mmlu_aux", "gsm8k_train"],  # + identity and words_alpha, in both
-            "chat_sft": ["arc_easy_train", "arc_challenge_train", "gsm8k_train", "smoltalk"]}
+MIXTURES = {"mid_train": ["smoltalk", "mmlu_aux", "gsm8k_train"],
+            "chat_sft": ["arc_easy_train", "arc_challenge_train", "gsm8k_train", "smoltalk"],
+            # the 2026 recipe's SFT (upstream 92d63d4): its training datasets and its validation splits
+            "chat_sft_2026": ["smoltalk", "mmlu_aux", "gsm8k_train", "smoltalk_test", "mmlu_test", "gsm8k_test"]}
+# The course recipe's mixtures also hold upstream's identity conversations and spelling words; the 2026 one not.
+COURSE_EXTRAS = ["identity", "words_alpha"]
+MIXTURE_EXTRAS = {"mid_train": COURSE_EXTRAS, "chat_sft": COURSE_EXTRAS, "chat_sft_2026": []}
 
 
-def mixture_entries(stage: str) -> list[str]:
-    """Every entry a chat stage's hub mixture reads: its datasets, the identity conversations, the words."""
-    return [*MIXTURES[stage], "identity", "words_alpha"]
+def mixture_entries(mixture: str) -> list[str]:
+    """Every entry a chat mixture (a key of MIXTURES) reads: its datasets and its extras."""
+    return [*MIXTURES[mixture], *MIXTURE_EXTRAS[mixture]]
 
 
 def source_url(entry: HubFiles | UrlFile) -> str:

@@ -43,7 +43,14 @@ def problems(config: dict[str, Any]) -> list[str]:
                      f"device_batch_size x max_seq_len = {micro_batch} tokens (and of that times the GPUs)")
     for stage in ("mid_train", "chat_sft"):
         rows, per_device = config[stage]["rows_per_step"], config[stage]["device_batch_size"]
-        if rows % per_device:
+        if rows > 0 and per_device > 0 and rows % per_device:  # -1: the recipe's, resolved by the stage
             found.append(f"{stage}.rows_per_step={rows}: must be a multiple of device_batch_size={per_device} "
                          "(and of that times the GPUs)")
+    sft = config["chat_sft"]
+    warm_start = sft["load_optimizer"] == 1 or (sft["load_optimizer"] == -1 and
+                                                 (sft["recipe"] or base["recipe"]) == "2026")
+    if warm_start and config["runtime"]["checkpoint_every"] == 0:
+        found.append("chat_sft.load_optimizer: the 2026 SFT starts from the base run's optimizer state, which only "
+                     "a step checkpoint holds, and runtime.checkpoint_every=0 writes none (set chat_sft "
+                     "load_optimizer: 0, or checkpoint_every above 0)")
     return found

@@ -76,10 +76,26 @@ def test_the_plan_of_the_d20_preset_says_its_size_steps_and_missing_downloads(tm
     result = snakemake(tmp_path, "plan", "--configfile", "config/presets/d20.yaml", "--config",
                        f"workflow={{base_dir: {tmp_path}/run}}")
     text = result.stdout
-    assert "# Plan: d20, 560,988,160 parameters" in text  # upstream's "561M"
+    assert "# Plan: course recipe, d20, 560,988,160 parameters" in text  # upstream's "561M"
     assert "| base_train | 21,400 | 1.12e+10 |" in text  # the course fork's d20 ran 21,400 steps
     assert "none declared by the profile (this machine); no hours" in text
     assert "Downloads: 0 of 253 present" in text and (tmp_path / "run/logs/plan/plan.log").read_text() in text
+
+
+def test_the_gpt2_plan_on_the_ptolemy_profile_is_one_job_and_says_what_is_assumed(tmp_path):
+    """The 2026 recipe's d24 (upstream 92d63d4's speedrun, ratio 8) with the profile's 8 A100s: upstream's automatic
+    batch of 2^20 tokens and its 5,568 steps, hours from an MFU the plan calls assumed, and no midtraining."""
+    result = snakemake(tmp_path, "plan", "--configfile", "config/presets/gpt2.yaml", "config/ptolemy.yaml",
+                       "--config", f"workflow={{base_dir: {tmp_path}/scratch}}", profile="ptolemy",
+                       env={"USER": "student"}, timeout=300)
+    text = result.stdout[result.stdout.index("# Plan"):]
+    print(text)
+    assert "# Plan: 2026 recipe, d24, 1,384,122,122 parameters" in text  # value embeddings included, as upstream
+    assert "MFU 61.5% ASSUMED: no a100 run of the 2026 recipe is measured" in text
+    assert "1,048,576 tokens per step (automatic from the horizon)" in text
+    assert "| base_train | 5,568 | 5.84e+09 | 2.79e+19 | 5.0 | 1 |" in text  # one 12-hour job
+    assert "Training with known steps: 5.0 h, 40 GPU-hours" in text
+    assert "mid_train" not in text and "no midtraining" in text
 
 
 def test_downloads_this_machine_cannot_reach_stop_the_run_before_any_job(tmp_path):

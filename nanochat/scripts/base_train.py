@@ -136,7 +136,6 @@ def train(args: argparse.Namespace) -> None:
         model.cast_embeddings(torch.bfloat16)
     run_length, automatic = horizon(cfg, model), cfg.total_batch_size == -1
     steps, total_batch, lr_scale = run_length.num_steps, run_length.total_batch_size, run_length.lr_scale
-    cfg = dataclasses.replace(cfg, total_batch_size=total_batch)  # what SFT inherits (2026): the batch, not -1
     shards = ParameterShards(model, compute) if compute.distributed and rt.shard_optimizer else None
     optimizers = model.setup_optimizers(cfg.embedding_lr * lr_scale, cfg.unembedding_lr * lr_scale,
                                         cfg.matrix_lr * lr_scale, run_length.weight_decay,
@@ -166,7 +165,7 @@ def train(args: argparse.Namespace) -> None:
         return bpb
 
     model_meta = {"settings": dataclasses.asdict(cfg), "model_config": model.export_config(),
-                  "tokenizer": str(args.tokenizer)}
+                  "total_batch_size": total_batch, "tokenizer": str(args.tokenizer)}  # 2026 SFT inherits the batch
     schedule = Schedule(steps, cfg.warmdown_ratio, cfg.warmup_steps, cfg.final_lr_frac, recipe=cfg.recipe,
                         weight_decay=0.0 if course else run_length.weight_decay)
     train_loop(model, optimizers, loader, schedule=schedule, grad_clip=cfg.grad_clip, compute=compute, runtime=rt,

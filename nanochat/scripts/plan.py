@@ -20,7 +20,9 @@ import torch
 
 from nanochat import layout
 from nanochat.gpt import GPT, GPTConfig
+from nanochat.scripts import chat_sft
 from nanochat.scripts.base_train import BaseTrainSettings, horizon, model_config, resolved
+from nanochat.scripts.chat_sft import ChatSftSettings
 from nanochat.training import RuntimeSettings
 
 PEAK_FLOPS = {"a100": 312e12, "h100": 989e12}  # dense bf16 FLOP/s per GPU, the vendors' data sheets
@@ -29,8 +31,8 @@ MEASURED = {"a100": {"source": "the course fork's d20 base training (job 76356):
                                "in 7 h 05 min 14 s on 8 A100s",
                      "depth": 20, "vocab_size": 65536, "sequence_len": 2048, "steps": 21_400,
                      "tokens_per_step": 524_288, "seconds": 7 * 3600 + 5 * 60 + 14, "gpus": 8}}
-SHARD_BYTES = {"fineweb-edu": 100e6, "offline": 2e6}  # one pretraining shard on disk (fineweb-edu: 240 = 24 GB)
-CHECKPOINT_STAGES = ("base_train", "mid_train", "chat_sft")  # each keeps 2 step checkpoints and its model
+# One pretraining shard on disk (fineweb-edu: 240 = 24 GB; ClimbMix: ~100 MB each, upstream 92d63d4's speedrun.sh).
+SHARD_BYTES = {"fineweb-edu": 100e6, "climbmix": 100e6, "offline": 2e6}
 
 
 def measured_mfu(gpu: str) -> float | None:
@@ -83,8 +85,13 @@ def plan(sections: dict, gpu: str | None, gpus: int, job_minutes: int, base_dir:
     lines += ["", "| stage | steps | tokens | FLOPs | hours | jobs |", "|---|---|---|---|---|---|"]
     total_hours = 0.0
     stages = [("base_train", run_length.num_steps, run_length.total_batch_size, model.flops_per_token())]
-    for name in ("mid_train", "chat_sft") if base.recipe == "course" else ("chat_sft",):
-        cfg = sections[name]
+    parent = {"model_config": {"recipe": base.recipe}, "settings": dataclasses.asdict(base),
+              "total_batch_size": run_length.total_batch_size}  # what chat_sft inherits from a 2026 base model
+    chat_stages = {"mid_train": sections["mid_train"],
+                   "chat_sft": dataclasses.asdict(chat_sft.resolved(ChatSftSettings(**sections["chat_sft"]), parent))}
+    for name, cfg in chat_stages.items():
+        if name == "mid_train" and base.recipe == "2026":
+            continue
         with torch.device("meta"):
             flops = GPT(model_config(dataclasses.replace(base, max_seq_len=cfg["max_seq_len"]),
                                      vocab_size)).flops_per_token()
@@ -104,7 +111,7 @@ def plan(sections: dict, gpu: str | None, gpus: int, job_minutes: int, base_dir:
             " (set report.hourly_rate for a cost)"
         lines += ["", f"Training with known steps: {total_hours:.1f} h, {total_hours * gpus:.0f} GPU-hours{cost}."]
     shards = sections["base_data"]["num_shards"] * SHARD_BYTES[sections["base_data"]["source"]]
-    ckpts = len(CHECKPOINT_STAGES) * (2 * checkpoint_bytes(model) + 4 * model.num_params())
+    ckpts = len(stages) * (2 * checkpoint_bytes(model) + 4 * model.num_params())  # 2 step checkpoints and a model each
     existing = next(p for p in [base_dir, *base_dir.parents] if p.exists())
     free = shutil.disk_usage(existing).free
     lines += ["", f"Scratch: about {(shards + ckpts) / 1e9:.0f} GB ({shards / 1e9:.1f} GB of shards, "

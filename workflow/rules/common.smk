@@ -57,9 +57,13 @@ CHAT_EVAL_DATA = CHAT_EVAL_TEST_SETS if config["chat_eval"]["source"] == "hub" e
 CHAT_EVAL_TASKS = layout.CHAT_EVAL_TASKS[config["chat_eval"]["source"]]  # one chat_eval job per model and task
 
 
+SFT_RECIPE = config["chat_sft"]["recipe"] or config["base_train"]["recipe"]  # empty: the base model's
+
+
 def mixture_data(stage: str) -> list[str]:
     """The catalog entries a chat stage's mixture reads: none for the offline mixture."""
-    return mixture_entries(stage) if config[stage]["mixture"] == "hub" else []
+    mixture = "chat_sft_2026" if stage == "chat_sft" and SFT_RECIPE == "2026" else stage
+    return mixture_entries(mixture) if config[stage]["mixture"] == "hub" else []
 
 
 # Every catalog entry this config downloads (named in report.md), and their files: the `download` target.
