@@ -52,6 +52,7 @@ RUN_PAGES = [
     "how-to/analyze-results.md",
     "how-to/export-to-transformers.md",
     "how-to/troubleshoot-common-issues.md",
+    "how-to/train-the-2026-recipe.md",
 ]
 # Pages outside tutorials/ and how-to/ may show cluster or long commands, never commands to run here.
 OTHER_PAGES = sorted(str(p.relative_to(DOCS)) for p in DOCS.rglob("*.md") if str(p.relative_to(DOCS)) not in RUN_PAGES)

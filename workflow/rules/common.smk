@@ -29,7 +29,8 @@ HUB_DIR = BASE / layout.HUB
 EXPORT_DIR = BASE / layout.EXPORT
 RL_ENABLED = config["workflow"]["chat_rl"]
 # The course recipe midtrains the base model and fine-tunes (SFT) that; the 2026 recipe fine-tunes the base model.
-MIDTRAINED = config["base_train"]["recipe"] == "course"
+RECIPE = config["base_train"]["recipe"]  # course or 2026 (docs/explanation/recipes.md)
+MIDTRAINED = RECIPE == "course"
 SFT_PARENT = "mid" if MIDTRAINED else "base"
 CHAT_MODELS = ["mid"] * MIDTRAINED + ["sft"] + ["rl"] * RL_ENABLED  # the models `all` and `report` evaluate on the chat tasks
 # What the chat tools load: `report` requires it, so that what is lost of it is rebuilt.
@@ -57,7 +58,7 @@ CHAT_EVAL_DATA = CHAT_EVAL_TEST_SETS if config["chat_eval"]["source"] == "hub" e
 CHAT_EVAL_TASKS = layout.CHAT_EVAL_TASKS[config["chat_eval"]["source"]]  # one chat_eval job per model and task
 
 
-SFT_RECIPE = config["chat_sft"]["recipe"] or config["base_train"]["recipe"]  # empty: the base model's
+SFT_RECIPE = config["chat_sft"]["recipe"] or RECIPE  # empty: the base model's
 
 
 def mixture_data(stage: str) -> list[str]:

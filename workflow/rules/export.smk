@@ -1,5 +1,6 @@
 # A model (base, mid, sft, rl) as a Hugging Face transformers folder, export/<model>/, which transformers
-# loads with its own NanoChat classes; the stage checks the folder's logits against ours before writing it.
+# loads with its own NanoChat classes (the course recipe) or, for a 2026-recipe model, with the modeling file
+# the folder carries (trust_remote_code); the stage checks the folder's logits against ours before writing it.
 
 
 rule export:
@@ -14,6 +15,7 @@ rule export:
         tokenizer=str(EXPORT_DIR / "{model}" / "tokenizer.json"),
         tokenizer_config=str(EXPORT_DIR / "{model}" / "tokenizer_config.json"),
         record=str(EXPORT_DIR / "{model}" / "export.json"),
+        modeling=[str(EXPORT_DIR / "{model}" / "hf_nanochat_2026.py")] if RECIPE == "2026" else [],  # its model code
     params:
         settings=cli("export"),
         model_dir=lambda w, input: os.path.dirname(input.model),
