@@ -150,10 +150,14 @@ class StepCheckpoints:
                 model.load_state_dict(weights)
                 names = {p: name for name, p in model.named_parameters()}
                 for opt, saved in zip(optimizers, state["optimizers"], strict=True):
-                    # the parameters this rank's optimizer holds (all, or its share); none before a first step
-                    for p in (p for group in opt.param_groups for p in group["params"] if names[p] in saved):
-                        opt.state[p] = {k: v.to(p.device) if torch.is_tensor(v) and k != "step" else v
-                                        for k, v in saved[names[p]].items()}
+                    # the parameters this rank's optimizer holds (all, or its share); none before a first step.
+                    # AdamW's step count stays on the CPU, except where torch keeps it beside the parameter
+                    # (fused or capturable: a CUDA step refuses a CPU count there), as load_state_dict does.
+                    for group in opt.param_groups:
+                        step_on_device = group.get("fused") or group.get("capturable")
+                        for p in (p for p in group["params"] if names[p] in saved):
+                            opt.state[p] = {k: v.to(p.device) if torch.is_tensor(v) and (k != "step" or step_on_device)
+                                            else v for k, v in saved[names[p]].items()}
             except (RuntimeError, ValueError, KeyError) as err:
                 raise SystemExit(f"error: step checkpoint {folder} does not fit this model: {err}") from err
             # Rank r continues its own random stream. A rank the saving run did not have takes rank 0's: every
