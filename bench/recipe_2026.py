@@ -27,7 +27,10 @@ anything is measured. Both processes get the same environment (ours' GOMP_SPINCO
 The upstream comparison skips, saying so, without ../shared/anchors or without rustbpe and tiktoken (upstream's
 tokenizer module imports both: `pip install -e '.[bench]'`); the wall-time comparison needs neither.
 
-    python bench/recipe_2026.py [--what upstream wall] [--depths 4 6] [--seeds 42 43 44] [--steps 60] [--minutes 3]
+    python bench/recipe_2026.py [--what upstream wall] [--depths 4 6] [--seeds 42 43 44] [--steps 40] [--minutes 3]
+
+The defaults take about half an hour on 2 cores (the first time longer: upstream compiles each shape once into
+torch's cache). 40 steps are the 2026 recipe's warmup; --steps 100 reaches into its warmdown.
 """
 
 import argparse
@@ -314,7 +317,7 @@ def main() -> None:
     parser.add_argument("--what", nargs="+", default=["upstream", "wall"], choices=["upstream", "wall"])
     parser.add_argument("--depths", nargs="+", type=int, default=[4, 6])
     parser.add_argument("--seeds", nargs="+", type=int, default=[42, 43, 44], help="42: upstream's own")
-    parser.add_argument("--steps", type=int, default=60, help="optimizer steps of each upstream comparison run")
+    parser.add_argument("--steps", type=int, default=40, help="optimizer steps of each upstream comparison run")
     parser.add_argument("--seq_len", type=int, default=512)
     parser.add_argument("--device_batch", type=int, default=4, help="sequences per micro-batch")
     parser.add_argument("--total_batch", type=int, default=4096, help="tokens per optimizer step")
