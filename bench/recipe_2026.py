@@ -52,6 +52,7 @@ import torch
 import yaml
 
 from nanochat.dataset import build_offline_shard, read_texts, row_group_count
+from nanochat.scripts.base_train import RECIPES
 from nanochat.tokenizer import SPECIAL_TOKENS, SPLIT_PATTERN, Tokenizer
 
 REPO = Path(__file__).resolve().parents[1]
@@ -275,7 +276,7 @@ def compare_wall(scratch: Path, data: dict, args: argparse.Namespace) -> dict:
         calibration = train_ours(scratch, data, {**shape, "steps": args.calibrate, "eval_every": 0,
                                                  "eval_tokens": shape["device_batch"] * shape["seq_len"]},
                                  seed, recipe, args.ours_compile)
-        step_s = statistics.median(calibration["step_s"][1:])  # the first step allocates
+        step_s = statistics.median(calibration["step_s"][2:])  # the first steps allocate and warm up
         steps = max(1, int(args.minutes * 60 / step_s))
         result = train_ours(scratch, data, {**shape, "steps": steps, "eval_every": 0}, seed, recipe,
                             args.ours_compile)
@@ -288,6 +289,9 @@ def compare_wall(scratch: Path, data: dict, args: argparse.Namespace) -> dict:
     print("| recipe | steps | s/step | training time | validation bpb |\n|---|---|---|---|---|")
     for recipe, r in results.items():
         print(f"| {recipe} | {r['steps']} | {r['train_s'] / r['steps']:.2f} | {r['train_s']:.0f} s | {r['bpb']:.4f} |")
+    warmup = RECIPES["2026"]["warmup_steps"]
+    if results["2026"]["steps"] < warmup:
+        print(f"\n2026 trained only {results['2026']['steps']} steps, inside its {warmup}-step learning-rate warmup")
     difference = results["2026"]["bpb"] - results["course"]["bpb"]
     print(f"\nbpb 2026 - course: {difference:+.4f} ({'2026' if difference < 0 else 'course'} lower)")
     return {"shape": shape, "seed": seed, "results": results, "bpb_2026_minus_course": difference}
@@ -325,13 +329,15 @@ def main() -> None:
     parser.add_argument("--eval_tokens", type=int, default=32768)
     parser.add_argument("--skip", type=int, default=3, help="first steps left out of the tok/s median")
     parser.add_argument("--minutes", type=float, default=3.0, help="training time of each recipe in the wall part")
-    parser.add_argument("--calibrate", type=int, default=4, help="steps that time each recipe in the wall part")
+    parser.add_argument("--calibrate", type=int, default=6, help="steps timing each recipe in the wall part (3+)")
     parser.add_argument("--shards", type=int, default=4, help="offline shards, the last one validation")
     parser.add_argument("--vocab", type=int, default=4096)
     parser.add_argument("--ours_compile", action="store_true", help="ours torch.compiled too (upstream always is)")
     parser.add_argument("--scratch", type=Path, help="a new folder to keep the data and tokenizers in")
     parser.add_argument("--out", type=Path, default=RESULTS / "recipe_2026.json", help="the results JSON")
     args = parser.parse_args()
+    if args.calibrate < 3:
+        parser.error("--calibrate needs at least 3 steps: the first two are left out")
 
     info = machine()
     print(f"{info['cpu']}, {info['cores']} cores, {info['threads']} threads; AMX {info['AMX']}, AVX512_BF16 "

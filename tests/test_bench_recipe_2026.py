@@ -59,7 +59,7 @@ def test_small_run(tmp_path):
     out = tmp_path / "recipe_2026.json"
     result = subprocess.run(
         [sys.executable, "bench/recipe_2026.py", "--depths", "4", "--seeds", "42", "43", "--steps", "4",
-         "--eval_every", "2", "--eval_tokens", "4096", "--minutes", "0.1", "--calibrate", "2", "--out", str(out)],
+         "--eval_every", "2", "--eval_tokens", "4096", "--minutes", "0.1", "--calibrate", "3", "--out", str(out)],
         cwd=REPO, capture_output=True, text=True, timeout=1200)
     assert result.returncode == 0, result.stderr[-3000:]
     record = json.loads(out.read_text())
