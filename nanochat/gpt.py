@@ -329,15 +329,16 @@ class GPT(nn.Module):
         self.value_embeds = nn.ModuleDict({str(i): nn.Embedding(self.padded_vocab, kv_dim)
                                            for i in range(config.n_layer) if twenty26 and has_ve(i, config.n_layer)})
         self.rotary_len = config.sequence_len * 10  # room for generation past the training length
-        base = 100_000.0 if twenty26 else 10_000.0
-        cos, sin = self._rotary(self.rotary_len, config.n_embd // config.n_head, base)
+        self.rotary_base = 100_000.0 if twenty26 else 10_000.0
+        cos, sin = self._rotary(self.rotary_len, config.n_embd // config.n_head, self.rotary_base)
         self.register_buffer("cos", cos, persistent=False)
         self.register_buffer("sin", sin, persistent=False)
 
     @staticmethod
-    def _rotary(seq_len: int, head_dim: int, base: float = 10000.0) -> tuple[torch.Tensor, torch.Tensor]:
-        inv_freq = 1.0 / base ** (torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim)
-        freqs = torch.outer(torch.arange(seq_len, dtype=torch.float32), inv_freq)
+    def _rotary(seq_len: int, head_dim: int, base: float = 10000.0, device: torch.device | None = None
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+        inv_freq = 1.0 / base ** (torch.arange(0, head_dim, 2, dtype=torch.float32, device=device) / head_dim)
+        freqs = torch.outer(torch.arange(seq_len, dtype=torch.float32, device=device), inv_freq)
         cos, sin = freqs.cos(), freqs.sin()
         return torch.cat([cos, cos], -1)[None, :, None, :], torch.cat([sin, -sin], -1)[None, :, None, :]  # (1, T, 1, D)
 
@@ -359,6 +360,9 @@ class GPT(nn.Module):
             nn.init.zeros_(block.mlp.c_proj.weight)
         if not twenty26:
             return
+        # the rotary tables again, on the model's device: a model built on the meta device (as upstream) has none
+        self.cos, self.sin = self._rotary(self.rotary_len, self.config.n_embd // self.config.n_head,
+                                          self.rotary_base, self.lm_head.weight.device)
         n = self.config.n_layer
         for i in range(n):  # early layers: a stronger residual and more of the first embedding
             self.resid_lambdas[i] = 1.15 - 0.10 * i / max(n - 1, 1)

@@ -116,3 +116,18 @@ def upstream_module(name: str, oracle: str):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def assert_greedy_generation_equals_ours(ours, theirs, ids: list[int], new_tokens: int = 32) -> None:
+    """transformers' greedy generate() of an exported model `theirs` continues `ids` with the tokens our model
+    `ours` picks by full forwards (no stop token, so every one of them is compared)."""
+    import torch
+
+    expected = list(ids)
+    with torch.no_grad():
+        for _ in range(new_tokens):
+            expected.append(int(ours(torch.tensor([expected]))[0, -1].argmax()))
+    prompt = torch.tensor([ids])
+    generated = theirs.generate(prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=new_tokens,
+                                do_sample=False, eos_token_id=None)
+    assert generated[0].tolist() == expected

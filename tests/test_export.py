@@ -8,7 +8,7 @@ import torch
 from safetensors import safe_open
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from conftest import CHAT, jobs_run, snakemake
+from conftest import CHAT, assert_greedy_generation_equals_ours, jobs_run, snakemake
 from nanochat.checkpoint import load_model, save_final
 from nanochat.dataset import offline_documents
 from nanochat.engine import Engine
@@ -87,15 +87,8 @@ def test_logits_equal_ours_on_random_ids_and_a_conversation(exported, tokenizer)
 
 def test_greedy_generation_equals_ours(exported, tokenizer):
     ours, theirs, _ = exported
-    ids = tokenizer.encode("In the beginning God created", prepend_bos=True)
-    prompt_len = len(ids)
-    with torch.no_grad():
-        for _ in range(32):
-            ids.append(int(ours(torch.tensor([ids]))[0, -1].argmax()))
-    prompt = torch.tensor([ids[:prompt_len]])
-    generated = theirs.generate(prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=32, do_sample=False,
-                                eos_token_id=None)  # no stop tokens: all 32 tokens are compared
-    assert generated[0].tolist() == ids
+    prompt = tokenizer.encode("In the beginning God created", prepend_bos=True)
+    assert_greedy_generation_equals_ours(ours, theirs, prompt)
 
 
 def test_chat_template_renders_our_tokens(exported, tokenizer):

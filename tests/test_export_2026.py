@@ -11,6 +11,7 @@ import torch
 from safetensors import safe_open
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from conftest import assert_greedy_generation_equals_ours
 from nanochat import hf_nanochat_2026
 from nanochat.dataset import offline_documents
 from nanochat.gpt import GPT, GPTConfig
@@ -118,14 +119,7 @@ def test_greedy_generation_past_the_short_window_equals_ours(exported):
     theirs = load_folder(folder)
     torch.manual_seed(1)
     ids = torch.randint(0, VOCAB, (150,)).tolist()  # the 32 new tokens see past the short window (128)
-    prompt_len = len(ids)
-    with torch.no_grad():
-        for _ in range(32):
-            ids.append(int(ours(torch.tensor([ids]))[0, -1].argmax()))
-    prompt = torch.tensor([ids[:prompt_len]])
-    generated = theirs.generate(prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=32, do_sample=False,
-                                eos_token_id=None)  # no stop tokens: all 32 tokens are compared
-    assert generated[0].tolist() == ids
+    assert_greedy_generation_equals_ours(ours, theirs, ids)
 
 
 def test_a_kv_cache_and_padding_are_refused(exported):

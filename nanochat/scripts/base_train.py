@@ -130,7 +130,12 @@ def train(args: argparse.Namespace) -> None:
     B, T = cfg.device_batch_size, cfg.max_seq_len
     course = cfg.recipe == "course"
     torch.manual_seed(cfg.seed)
-    model = GPT(model_config(cfg, tokenizer.vocab_size)).to(compute.device)
+    if course:
+        model = GPT(model_config(cfg, tokenizer.vocab_size)).to(compute.device)
+    else:  # as upstream 92d63d4: shapes on the meta device, so the seed draws init_weights's numbers only
+        with torch.device("meta"):
+            model = GPT(model_config(cfg, tokenizer.vocab_size))
+        model.to_empty(device=compute.device)
     model.init_weights()
     if not course and compute.device.type == "cuda":  # 2026: embeddings stored in bf16, the matmuls' dtype
         model.cast_embeddings(torch.bfloat16)
