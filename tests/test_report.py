@@ -94,6 +94,20 @@ def test_render_needs_no_optional_stage(tmp_path):
     assert "## Midtraining\n\nNot run." in text and "RL: disabled in config" in text
 
 
+def test_a_2026_run_says_it_has_no_midtraining(tmp_path):
+    minimal = {"tok_train": {"vocab_size": 512, "train_chars": 10, "train_docs": 1, "train_time_s": 0.1,
+                             "python": "3.11"},
+               "base_train": {"num_params": 1, "model_config": {"n_layer": 1, "n_embd": 64}, "num_steps": 1,
+                              "settings": {"recipe": "2026"}, "tokens": 1, "world_size": 1, "device": "cpu",
+                              "wall_time_s": 1.0, "final_loss": 1.0, "val_bpb": 1.0, "history": history(1, "val_bpb")}}
+    text = render(minimal, rl_enabled=False, hourly_rate=0)
+    assert "| recipe | 2026 (upstream 92d63d4): base model, then SFT straight from it, no midtraining |" in text
+    assert "## Midtraining\n\nNo midtraining: the 2026 recipe fine-tunes the base model directly" in text
+    assert "| MMLU |  | no midtraining (2026) | not run | RL disabled |" in text
+    minimal["base_train"]["settings"] = {}  # a record from before the 2026 recipe: the course's
+    assert "| recipe | course (upstream 48abd7d)" in render(minimal, rl_enabled=False, hourly_rate=0)
+
+
 def test_snakemakes_own_html_report_works(chat_run):
     snakemake(chat_run, "--report", str(chat_run / "report.html"), "report", *CHAT)
     html = (chat_run / "report.html").read_text(errors="replace")
