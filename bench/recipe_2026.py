@@ -9,8 +9,8 @@
             Upstream runs as its base_train does (torch.compile, fp32 on a CPU), its fixed seed (42, in
             compute_init) replaced by the run's right after; ours as it runs (not compiled unless
             --ours_compile). Means and spread (sample standard deviation) over the seeds, "within seed noise"
-            when the means differ by at most two standard errors; and the differences seed by seed (one seed
-            gives both the same initial weights only if both build the model alike: upstream on the meta device).
+            when the means differ by at most two standard errors; and the differences seed by seed (paired: one
+            seed gives both the same initial weights, both building the model on the meta device).
   wall      ours --recipe=2026 against ours --recipe=course at equal training time, at the shape of
             config/presets/cpu-15m.yaml (depth, context, batches, validation tokens): --calibrate steps of each
             give its step time, then each trains its whole schedule over the steps that fit in --minutes
@@ -218,7 +218,7 @@ def compare_upstream(scratch: Path, data: dict, args: argparse.Namespace) -> dic
 
 def summarize(runs: dict[str, list[dict]], args: argparse.Namespace) -> dict:
     """Means and spreads over seeds: tok/s, and bpb at each step both evaluated, with the per-seed differences
-    (paired: the same seed gives both the same initial weights only where both build them alike)."""
+    (paired: the same seed gives both the same initial weights)."""
     steps = sorted(set.intersection(*(set(r["bpb"]) for rs in runs.values() for r in rs)))
     out = {"runs": runs, "tok_s": {impl: spread([r["tok_s"] for r in rs]) for impl, rs in runs.items()},
            "bpb": {step: {**{impl: spread([r["bpb"][step] for r in rs]) for impl, rs in runs.items()},
