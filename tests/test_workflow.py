@@ -82,6 +82,7 @@ def test_the_plan_of_the_d20_preset_says_its_size_steps_and_missing_downloads(tm
     assert "Downloads: 0 of 253 present" in text and (tmp_path / "run/logs/plan/plan.log").read_text() in text
 
 
+@pytest.mark.slow  # 30-50 s (torch and the meta-device models in the plan job); the d20 plan above is the fast one
 def test_the_gpt2_plan_on_the_ptolemy_profile_is_one_job_and_says_what_is_assumed(tmp_path):
     """The 2026 recipe's d24 (upstream 92d63d4's speedrun, ratio 8) with the profile's 8 A100s: upstream's automatic
     batch of 2^20 tokens and its 5,568 steps, hours from an MFU the plan calls assumed, and no midtraining."""
