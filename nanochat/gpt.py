@@ -140,6 +140,30 @@ def flex_window_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, win
     return flex(q, k, v, block_mask=block_mask(q.size(2), window, q.device), enable_gqa=gqa)
 
 
+@functools.lru_cache(maxsize=16)
+def band_mask(batch: int, chunks: int, window: int, device: torch.device) -> torch.Tensor:
+    """banded_attention's mask (batch x chunks, 1, window, 2 window): query t of a chunk sees key u of the chunk
+    before it and its own when t <= u <= t + window; the first chunk has none before it."""
+    t, u = torch.arange(window, device=device)[:, None], torch.arange(2 * window, device=device)[None, :]
+    seen = (u >= t) & (u <= t + window)
+    mask = seen.repeat(chunks, 1, 1)
+    mask[0, :, :window] = False
+    return mask.expand(batch, -1, -1, -1).reshape(batch * chunks, 1, window, 2 * window)
+
+
+def banded_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, window: int) -> torch.Tensor:
+    """Causal attention within a window of (B, H, T, D) queries over as many keys, T a multiple of the window:
+    the queries in chunks of `window`, each chunk over the keys of the chunk before and its own, one batch of
+    chunks through SDPA. With a (T, T) mask SDPA computes every score (4x as many at a quarter window): 13.7
+    against 18.2 ms forward and backward at d4 (B 4, H 2, T 512, D 128) on a 2-core CPU."""
+    B, H, T, D = q.shape
+    n = T // window
+    q = q.transpose(1, 2).reshape(B * n, window, H, D).transpose(1, 2)
+    k, v = (fused.KeyWindows.apply(t.transpose(1, 2), n).transpose(1, 2) for t in (k, v))
+    y = F.scaled_dot_product_attention(q, k, v, attn_mask=band_mask(B, n, window, q.device), enable_gqa=H != k.size(1))
+    return y.transpose(1, 2).reshape(B, T, H, D).transpose(1, 2)
+
+
 def causal_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, window: int | None,
                      key_mask: torch.Tensor | None = None) -> torch.Tensor:
     """Attention of queries (B, H, Tq, D), the last Tq of Tk positions, over keys and values (B, H_kv, Tk, D):
@@ -158,6 +182,8 @@ def causal_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, window: 
         return F.scaled_dot_product_attention(q, k, v, is_causal=False, enable_gqa=gqa)
     if Tq == Tk and q.device.type in FLEX_DEVICES:  # a window over a whole sequence on a GPU
         return flex_window_attention(q, k, v, window)
+    if Tq == Tk and window > 0 and Tk % window == 0:  # a window over a whole sequence elsewhere: in chunks
+        return banded_attention(q, k, v, window)
     # a chunk after a cached prefix (the whole prefix, causal within the chunk), or a window: an explicit mask
     i = torch.arange(Tk - Tq, Tk, device=q.device)[:, None]
     j = torch.arange(Tk, device=q.device)[None, :]

@@ -247,6 +247,23 @@ def test_windowed_attention_equals_an_explicit_masked_softmax(Tq, Tk, window):
                                atol=1e-5, rtol=0)
 
 
+@pytest.mark.parametrize("window", [8, 16, 32])
+def test_windows_in_chunks_give_the_explicit_masked_softmaxs_gradients(window):
+    """A window dividing the sequence goes through banded_attention (query chunks over their keys and the chunk
+    before), with grouped-query heads: its gradients are the masked softmax's."""
+    gen = torch.Generator().manual_seed(0)
+    q = torch.randn(2, 4, 64, 16, generator=gen, requires_grad=True)
+    k, v = (torch.randn(2, 2, 64, 16, generator=gen, requires_grad=True) for _ in range(2))
+    weights = torch.randn(2, 4, 64, 16, generator=gen)
+    grads = []
+    for attention in (causal_attention, reference_attention):
+        (attention(q, k, v, window) * weights).sum().backward()
+        grads.append([t.grad.clone() for t in (q, k, v)])
+        q.grad = k.grad = v.grad = None
+    for ours, reference in zip(*grads, strict=True):
+        torch.testing.assert_close(ours, reference, atol=1e-5, rtol=0)
+
+
 def test_rows_at_their_own_positions_see_their_own_windows():
     """KVCache.key_mask: rows of lengths 3, 9 and 6 decoding together with a window of 4."""
     cache = KVCache(3, 1, 16, 8, 1)
