@@ -85,7 +85,8 @@ def polar_express(G: torch.Tensor, steps: int = 5) -> torch.Tensor:
     equilibrated = (row_norms * scales).square().sum(dim=(-2, -1), keepdim=True).sqrt()
     X = X * (scales / (equilibrated * 1.01 + 1e-6)).to(X.dtype)
     tall = G.size(-2) > G.size(-1)  # a tall X's X^T X iteration is the wide iteration of X^T, transposed
-    X = quintic_iteration(X.mT if tall else X, POLAR_EXPRESS[:steps], gram=True)
+    # through the Gram matrix in fp32 only (its accuracy is measured there; a GPU's bf16 iteration stays direct)
+    X = quintic_iteration(X.mT if tall else X, POLAR_EXPRESS[:steps], gram=X.dtype == torch.float32)
     return (X.mT if tall else X).to(G.dtype)
 
 
