@@ -3,7 +3,7 @@
 For each preset: full optimizer steps (forward+backward over the gradient accumulation, AdamW +
 Muon) on random tokens of the preset's shape, in two modes measured in this process:
   baseline  fp32 everywhere
-  ours      what base_train does here (bf16 autocast and bf16 Newton-Schulz on CPUs with AMX)
+  ours      what base_train does here (bf16 autocast and Newton-Schulz where compute.BF16_PATHS says)
 Prints tok/s, ms/step, time per 100 steps, MFU against this process's measured matmul peak, and the
 ratio ours/baseline. Upstream, side by side on this machine: bench/side_by_side.py.
 
@@ -38,10 +38,11 @@ def matmul_peak(dtype: torch.dtype, n: int = 2048, reps: int = 10) -> float:
 
 def step_time(depth: int, T: int, B: int, total: int, vocab: int, fast: bool, steps: int) -> tuple[float, GPT]:
     """Seconds per optimizer step, averaged over `steps` after one warm-up step."""
-    # The baseline is our fp32 path (model and Muon): cpu_has_amx() says no once oneDNN's limit excludes AMX.
+    # The baseline is our fp32 path (model and Muon): compute.cpu_bf16() says "emulated" under an AVX2 limit of
+    # oneDNN, which fp32 matmuls (MKL) do not go through.
     limit = os.environ.get("ONEDNN_MAX_CPU_ISA")
     if not fast:
-        os.environ["ONEDNN_MAX_CPU_ISA"] = "AVX512_CORE_BF16"
+        os.environ["ONEDNN_MAX_CPU_ISA"] = "AVX2"
     try:
         torch.manual_seed(0)
         model = GPT(GPTConfig.from_depth(depth, vocab, T))
@@ -106,8 +107,8 @@ def main() -> None:
     args = parser.parse_args()
 
     peaks = {"fp32": matmul_peak(torch.float32), "bf16": matmul_peak(torch.bfloat16)}
-    fast_peak = peaks["bf16"] if compute_mod.cpu_has_amx() else peaks["fp32"]
-    print(f"{torch.get_num_threads()} threads; AMX: {compute_mod.cpu_has_amx()}; matmul peak "
+    fast_peak = peaks["bf16"] if compute_mod.bf16_on_cpu("train") else peaks["fp32"]
+    print(f"{compute_mod.cpu_description()}\n{torch.get_num_threads()} threads; matmul peak "
           f"fp32 {peaks['fp32'] / 1e9:.0f} GFLOP/s, bf16 {peaks['bf16'] / 1e9:.0f} GFLOP/s")
     print(f"{'shape':<28}{'mode':<10}{'tok/s':>9}{'ms/step':>9}{'100 steps':>11}{'MFU':>7}{'ratio':>8}")
     shapes = [(name, preset_shape(name)) for name in args.presets] + [("d4-seq1024", (4, 1024, 1, 1024, 4096))]

@@ -47,7 +47,7 @@ def main() -> None:
     prompt = torch.randint(0, 4096, (args.prompt_tokens,)).tolist()
     engine = Engine(model, NoStopTokenizer())
 
-    with torch.no_grad(), cpu.autocast(decode=True):
+    with torch.no_grad(), cpu.autocast("decode"):
         model(torch.tensor([prompt]))  # warm-up
         started = time.perf_counter()
         model(torch.tensor([prompt]))
@@ -70,7 +70,7 @@ def main() -> None:
         first_token_s = time.perf_counter() - started
 
     cached, recompute = args.new_tokens / cached_s, args.baseline_tokens / recompute_s
-    print(f"CPU, {torch.get_num_threads()} threads, AMX bf16: {compute_mod.cpu_has_amx()}; d4/256/vocab 4096")
+    print(f"{compute_mod.cpu_description()}; {torch.get_num_threads()} threads; d4/256/vocab 4096")
     print(f"prefill of {args.prompt_tokens} tokens: {1000 * prefill_s:.1f} ms")
     print(f"decode with KV cache (ours): {cached:,.0f} tok/s over {args.new_tokens} tokens")
     print(f"decode recomputing the prefix (baseline): {recompute:,.1f} tok/s over {args.baseline_tokens} tokens")

@@ -24,6 +24,7 @@ generative problem 512 decoding steps of `--a100_step_ms` in batches of chat_eva
 """
 
 import argparse
+import functools
 import json
 import random
 import time
@@ -145,7 +146,7 @@ def main() -> None:
                 def batched(items=items, task_type=task_type, per_batch=per_batch):
                     return [o for i in range(0, len(items), per_batch)
                             for o in score_batch(model, task_type, items[i:i + per_batch], device)]
-                autocast = compute.autocast
+                autocast = functools.partial(compute.autocast, "score")
             elif kind == "categorical":
                 def before():
                     return [int(model(torch.tensor([p], device=device))[0, -1].argmax()) for p in mmlu_prompts]
@@ -156,7 +157,7 @@ def main() -> None:
                 def batched():
                     return [int(row.argmax()) for i in range(0, len(mmlu_prompts), args.batch_size)
                             for row in last_token_logits(model, mmlu_prompts[i:i + args.batch_size], device)]
-                autocast = compute.autocast
+                autocast = functools.partial(compute.autocast, "score")
             else:
                 def before():
                     return [engine.generate_batch(p, 1, max_tokens=args.new_tokens, temperature=0.0)[0]
@@ -168,7 +169,7 @@ def main() -> None:
                             for c in engine.generate_greedy(gen_prompts[i:i + args.batch_size], args.new_tokens)]
 
                 def autocast():
-                    return compute.autocast(decode=True)
+                    return compute.autocast("decode")
             with autocast():
                 batched()  # warm-up
                 before_s, before_out = timed(before)

@@ -3,13 +3,14 @@
 Each measurement runs in a fresh process, upstream's and ours interleaved, `--reps` times each;
 the table gives medians and the ratio ours / upstream (> 1: ours faster). Same shape, same tokens:
   train        optimizer steps (forward, backward, clipping, AdamW + Muon) on the same random token
-               batch: upstream as its base_train runs (torch.compile, fp32 on a CPU), ours as ours
-               runs by default (bf16 autocast where the CPU has AMX, else fp32; no compile)
-  train_fp32   the same, ours forced onto its fp32 path while upstream keeps this CPU's AMX tiles for its
-               bf16 Newton-Schulz: ours as on a CPU without AMX, upstream not
-  train_avx2   the same with oneDNN limited to AVX2 in both processes (ONEDNN_MAX_CPU_ISA): a laptop CPU
-               without AVX-512 and AMX, for both; ours then trains in fp32 by itself
-  train_avx512 the same, limited to AVX-512 with bf16 instructions but no AMX (Zen 4, Cooper Lake)
+               batch: upstream as its base_train runs (torch.compile, fp32 on a CPU, bf16 Newton-Schulz),
+               ours as ours runs by default (nanochat.compute.BF16_PATHS for this CPU; no compile)
+  train_avx2   the same with oneDNN limited to AVX2 in both processes (ONEDNN_MAX_CPU_ISA): bf16 matmuls
+               as an AVX2-only CPU runs them (ours then trains in fp32 by itself)
+  train_avx512 the same, limited to AVX-512 with bf16 instructions but no AMX: bf16 as a Zen 4 or Cooper
+               Lake runs it
+               These two are emulated where this CPU has more: the limit takes instructions away, not this
+               CPU's cores, caches and memory (the table says so); figures for a Zen 4 come from a Zen 4.
   decode       greedy decoding with each one's Engine and KV cache, from the same weights and prompt;
                the tokens must be identical
   score_mc     CORE scoring (items/s) with each one's scorer, as its base_eval runs it, of the same items
@@ -19,10 +20,11 @@ the table gives medians and the ratio ours / upstream (> 1: ours faster). Same s
   tok_train    tokenizer training (MB of text per second) on the same offline documents, 10,000
                characters each as tok_train cuts them, with the same vocabulary: upstream with rustbpe,
                ours with HF tokenizers; bytes per token of both on held-out documents
+The table's first line names the CPU (model, the instruction sets bf16 depends on, torch, oneDNN and MKL).
 Upstream's processes import upstream's `nanochat` package: its folder comes first on PYTHONPATH.
 Skips, saying so, without ../shared/anchors. `bench/gpu_check.sh` runs it unchanged on a CUDA GPU.
 
-    python bench/side_by_side.py [--reps 3] [--depth 4] [--what train train_fp32 decode]
+    python bench/side_by_side.py [--reps 3] [--depth 4] [--what train decode]
 """
 
 import argparse
@@ -43,12 +45,11 @@ import torch
 
 ANCHOR = Path(__file__).resolve().parents[1].parent / "shared" / "anchors" / "nanochat-48abd7d"
 RESULTS = Path(__file__).resolve().parent / "results"
-UNITS = {"train": "tok/s", "train_fp32": "tok/s", "train_avx2": "tok/s", "train_avx512": "tok/s", "decode": "tok/s",
+UNITS = {"train": "tok/s", "train_avx2": "tok/s", "train_avx512": "tok/s", "decode": "tok/s",
          "score_mc": "items/s", "score_schema": "items/s", "score_lm": "items/s", "tok_train": "MB/s"}
 SCORE_KINDS = {"score_mc": "multiple_choice", "score_schema": "schema", "score_lm": "language_modeling"}
-# ONEDNN_MAX_CPU_ISA per measurement and side: oneDNN's limit, which our cpu_has_amx() reads too (nanochat.compute).
-ISA_LIMITS = {"train_fp32": {"ours": "AVX512_CORE_BF16"}, "train_avx2": {"ours": "AVX2", "upstream": "AVX2"},
-              "train_avx512": {"ours": "AVX512_CORE_BF16", "upstream": "AVX512_CORE_BF16"}}
+# ONEDNN_MAX_CPU_ISA per measurement, both sides: oneDNN's limit, which our nanochat.compute.cpu_bf16() reads too.
+ISA_LIMITS = {"train_avx2": "AVX2", "train_avx512": "AVX512_CORE_BF16"}
 
 
 class StubTokenizer:
@@ -190,13 +191,13 @@ def precision(args: argparse.Namespace, decode: bool) -> contextlib.AbstractCont
     if args.impl == "upstream":
         return torch.amp.autocast("cuda", dtype=torch.bfloat16) if args.device == "cuda" else contextlib.nullcontext()
     from nanochat.compute import Compute
-    return Compute(torch.device(args.device)).autocast(decode=decode)
+    return Compute(torch.device(args.device)).autocast("decode" if decode else "score")
 
 
 def run_worker(impl: str, what: str, args: argparse.Namespace, scratch: Path) -> dict:
     env = dict(os.environ)
-    if impl in ISA_LIMITS.get(what, {}):
-        env["ONEDNN_MAX_CPU_ISA"] = ISA_LIMITS[what][impl]
+    if what in ISA_LIMITS:
+        env["ONEDNN_MAX_CPU_ISA"] = ISA_LIMITS[what]
     if impl == "upstream":
         env["PYTHONPATH"] = os.pathsep.join([str(ANCHOR), env.get("PYTHONPATH", "")])
     flags = [f"--{k}={v}" for k, v in vars(args).items()
@@ -307,7 +308,9 @@ def main() -> None:
                 for impl in ("upstream", "ours") if rep % 2 == 0 else ("ours", "upstream"):  # interleaved
                     runs[impl].append(run_worker(impl, what, args, scratch))
                     print(f"{what} {impl} run {rep + 1}: {figure(runs[impl][-1]['value'])} {UNITS[what]}", flush=True)
-    device = torch.cuda.get_device_name() if args.device == "cuda" else f"CPU, {os.cpu_count()} cores"
+    from nanochat.compute import cpu_bf16, cpu_description
+
+    device = torch.cuda.get_device_name() if args.device == "cuda" else cpu_description()
     print(f"\n{device}; d{args.depth} (width {args.width}, vocab {args.vocab}), seq {args.seq_len}, "
           f"batch {args.batch}; ours {'compiled' if args.compile else 'not compiled'}; medians of {args.reps}\n")
     print("| what | upstream | ours | ours / upstream | notes |\n|---|---|---|---|---|")
@@ -327,7 +330,10 @@ def main() -> None:
             notes = "bytes/token held out " + " vs ".join(f"{runs[impl][0]['bytes_per_token']:.3f}"
                                                           for impl in ("upstream", "ours"))
         else:
-            notes = (f"first step (compile) {statistics.median(r['first_step_s'] for r in runs['upstream']):.1f} s"
+            notes = (f"**emulated**: oneDNN limited to {ISA_LIMITS[what]} (bf16 matmuls {cpu_bf16(ISA_LIMITS[what])}) "
+                     f"on this {cpu_bf16()} CPU; " if what in ISA_LIMITS and cpu_bf16(ISA_LIMITS[what]) != cpu_bf16()
+                     else "")
+            notes += (f"first step (compile) {statistics.median(r['first_step_s'] for r in runs['upstream']):.1f} s"
                      f" vs {statistics.median(r['first_step_s'] for r in runs['ours']):.1f} s")
         summary[what] = {"upstream": up, "ours": ours, "ratio": ours / up, "notes": notes}
         print(f"| {what} | {figure(up)} {UNITS[what]} | {figure(ours)} {UNITS[what]} | {ours / up:.2f} | {notes} |")

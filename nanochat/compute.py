@@ -3,6 +3,9 @@
 import contextlib
 import dataclasses
 import os
+import platform
+import re
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -12,16 +15,72 @@ import torch.distributed as dist
 PEAK_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "A10G": 125e12, "L4": 121e12}
 
 
-# oneDNN's instruction sets (ONEDNN_MAX_CPU_ISA, the limit an administrator or a benchmark sets) that include
-# the AMX tiles; below them bf16 matmuls run without AMX: 34 GFLOP/s against fp32's 290 with AVX2 only (measured).
+# oneDNN's instruction sets (ONEDNN_MAX_CPU_ISA, the limit an administrator or a benchmark sets) from which bf16
+# matmuls run on AMX tiles, and from which on AVX-512's bf16 dot products (vdpbf16ps); below both, oneDNN converts
+# bf16 to fp32 in software: 34 GFLOP/s against fp32's 290 on an AVX2-only path (measured, 2-core Xeon).
 AMX_ISAS = {"AVX512_CORE_AMX", "AVX512_CORE_AMX_FP16", "AVX10_1_512_AMX", "AVX10_1_512_AMX_FP16", "AVX10_2_512_AMX_2",
             "ALL", "DEFAULT"}
+BF16_ISAS = AMX_ISAS | {"AVX512_CORE_BF16", "AVX512_CORE_FP16", "AVX10_1_512", "AVX10_2_512"}
+
+# Which CPU matmul classes (cpu_bf16) compute each path in bf16; fp32 elsewhere. Chosen by measurement:
+# `python bench/cpu_precision.py` times every path both ways (docs/explanation/cpu-precision.md has the figures
+# and the CPU each comes from). On CUDA every path computes in bf16, as upstream.
+BF16_PATHS = {
+    "train": {"amx", "avx512_bf16"},  # forward and backward (and its validation loss): bf16 matmuls ~2x fp32's
+    "newton_schulz": {"amx", "avx512_bf16"},  # Muon's orthogonalization, in bf16 as upstream's everywhere
+    "score": set(),  # CORE and categorical evals in fp32, as upstream on a CPU: its outcomes item by item
+    "decode": set(),  # token by token: matrix-vector products, where casts cost more than bf16 saves
+}
 
 
-def cpu_has_amx() -> bool:
-    """Whether bf16 matmuls get AMX tiles here: the CPU has them and oneDNN may use them."""
-    limit = os.environ.get("ONEDNN_MAX_CPU_ISA") or os.environ.get("DNNL_MAX_CPU_ISA") or "ALL"
-    return torch.cpu._is_amx_tile_supported() and limit.upper() in AMX_ISAS
+def onednn_limit() -> str:
+    """oneDNN's instruction-set limit (ONEDNN_MAX_CPU_ISA), "ALL" when none is set."""
+    return (os.environ.get("ONEDNN_MAX_CPU_ISA") or os.environ.get("DNNL_MAX_CPU_ISA") or "ALL").upper()
+
+
+def cpu_bf16(limit: str | None = None) -> str:
+    """How this CPU multiplies bf16 matrices: "amx" (AMX tiles: Xeons from Sapphire Rapids), "avx512_bf16"
+    (AVX-512 bf16 dot products: AMD Zen 4 and 5, Intel Cooper Lake), or "emulated" (converted in software:
+    AVX2-only CPUs, older AVX-512, ARM), under oneDNN's limit (`limit`, else the one set, if any)."""
+    limit = (limit or onednn_limit()).upper()
+    if torch.cpu._is_amx_tile_supported() and limit in AMX_ISAS:
+        return "amx"
+    if torch.cpu._is_avx512_bf16_supported() and limit in BF16_ISAS:
+        return "avx512_bf16"
+    return "emulated"
+
+
+def bf16_on_cpu(path: str) -> bool:
+    """Whether `path` (a key of BF16_PATHS) computes in bf16 on this CPU."""
+    return cpu_bf16() in BF16_PATHS[path]
+
+
+def cpu_description() -> str:
+    """The CPU and the software that decide its speed, for benchmark tables: model, cores, the instruction sets
+    bf16 depends on (and oneDNN's limit where set), torch, oneDNN and MKL versions."""
+    cpuinfo = dict(line.split(":", 1) for line in _read("/proc/cpuinfo").split("\n\n")[0].splitlines() if ":" in line)
+    cpuinfo = {key.strip(): value.strip() for key, value in cpuinfo.items()}
+    model = cpuinfo.get("model name") or platform.processor() or platform.machine()
+    if "cpu family" in cpuinfo:  # what names the core where a virtual machine shows a generic model name
+        model += f" (family {cpuinfo['cpu family']}, model {cpuinfo.get('model', '?')})"
+    flags = [name for name, has in (("AMX", torch.cpu._is_amx_tile_supported()),
+                                    ("AVX512_BF16", torch.cpu._is_avx512_bf16_supported()),
+                                    ("AVX-512", torch.cpu._is_avx512_supported()),
+                                    ("AVX2", torch.cpu._is_avx2_supported())) if has]
+    limit = "" if onednn_limit() in ("ALL", "DEFAULT") else f", oneDNN limited to {onednn_limit()}"
+    config = torch.__config__.show()
+    onednn = re.search(r"MKL-DNN v([\d.]+)", config)
+    mkl = re.search(r"Math Kernel Library Version ([\d.]+)", config)
+    return (f"{model}, {os.cpu_count()} cores ({' '.join(flags) or 'none of AMX, AVX512_BF16, AVX-512, AVX2'}"
+            f"{limit}; bf16 matmuls: {cpu_bf16()}); torch {torch.__version__}"
+            + (f", oneDNN {onednn[1]}" if onednn else "") + (f", MKL {mkl[1]}" if mkl else ""))
+
+
+def _read(path: str) -> str:
+    try:
+        return Path(path).read_text()
+    except OSError:
+        return ""
 
 
 @dataclasses.dataclass
@@ -39,16 +98,15 @@ class Compute:
     def distributed(self) -> bool:
         return self.world_size > 1
 
-    def autocast(self, decode: bool = False, model: torch.nn.Module | None = None):
-        """bf16 autocast on CUDA, and on CPUs with AMX tiles (about 2x faster matmuls there);
-        fp32 on other CPUs, where bf16 is emulated and slow, and on MPS. `decode`: token-by-token
-        generation, whose matmuls are too small on a CPU for the bf16 casts to pay (fp32 is 1.8x faster).
-        None for a 2026-recipe `model`: it computes in its embeddings' dtype (bf16 on CUDA), as upstream."""
+    def autocast(self, path: str = "train", model: torch.nn.Module | None = None):
+        """bf16 autocast for `path` (a key of BF16_PATHS: "train", "score", "decode") on CUDA, and on CPUs
+        where BF16_PATHS says so; fp32 elsewhere and on MPS. None for a 2026-recipe `model`: it computes in
+        its embeddings' dtype (bf16 on CUDA), as upstream."""
         if model is not None and model.config.recipe == "2026":
             return contextlib.nullcontext()
         if self.device.type == "cuda":
             return torch.amp.autocast("cuda", dtype=torch.bfloat16)
-        if self.device.type == "cpu" and cpu_has_amx() and not decode:
+        if self.device.type == "cpu" and bf16_on_cpu(path):
             return torch.amp.autocast("cpu", dtype=torch.bfloat16)
         return contextlib.nullcontext()
 

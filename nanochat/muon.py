@@ -10,7 +10,7 @@ cautious weight decay (the group's "weight_decay"). State is per parameter, so a
 
 import torch
 
-from nanochat.compute import cpu_has_amx
+from nanochat.compute import bf16_on_cpu
 
 # Course: one quintic, its slope at zero maximized (upstream 48abd7d).
 NEWTON_SCHULZ = (3.4445, -4.7750, 2.0315)
@@ -61,9 +61,10 @@ def newton_schulz(G: torch.Tensor, steps: int = 5) -> torch.Tensor:
     """Approximately the nearest semi-orthogonal matrix to each matrix of G (..., rows, cols) (quintic
     iteration, as upstream).
 
-    In bf16 where matmuls are fast in bf16 (GPUs, CPUs with AMX) and it is accurate enough; else fp32.
+    In bf16 where bf16 matmuls are fast (GPUs; CPUs with AMX or AVX512_BF16: compute.BF16_PATHS), as
+    upstream; else fp32.
     """
-    X = G.bfloat16() if G.is_cuda or cpu_has_amx() else G.float()
+    X = G.bfloat16() if G.is_cuda or bf16_on_cpu("newton_schulz") else G.float()
     X = X.reshape(-1, *G.shape[-2:])  # (matrices, rows, cols): baddbmm takes a batch
     tall = G.size(-2) > G.size(-1)
     X = X.mT if tall else X

@@ -52,7 +52,7 @@ def score_task(args: argparse.Namespace, cfg: BaseEvalSettings) -> None:
     model, meta = load_model(args.model_dir, compute.device)
     [task] = load_bundle(bundle, [args.task])
     total = min(len(task["items"]), cfg.max_per_task) if cfg.max_per_task > 0 else len(task["items"])
-    with compute.autocast(model=model):
+    with compute.autocast("score", model=model):
         result = evaluate_task(model, Tokenizer.load(args.tokenizer), task, cfg.max_per_task, compute.device,
                                cfg.batch_tokens, progress_logger(log, task["label"], total))
     seconds = time.time() - started

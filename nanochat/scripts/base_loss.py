@@ -65,7 +65,7 @@ def main(argv: list[str] | None = None) -> None:
     samples, engine = [], Engine(model, tokenizer)
     for prompt in PROMPTS:
         tokens = tokenizer.encode(prompt, prepend_bos=True)
-        with compute.autocast(decode=True, model=model):
+        with compute.autocast("decode", model=model):
             [completion] = engine.generate_batch(tokens, 1, max_tokens=cfg.sample_tokens, temperature=0.0)
         completion = tokenizer.decode(completion)
         samples.append({"prompt": prompt, "completion": completion})

@@ -101,7 +101,7 @@ def stream_reply(engine: Engine, conversation: list[dict], args: argparse.Namesp
     """Print the reply as it is generated (whole characters only) and return it."""
     ids = engine.tokenizer.render_for_completion(conversation)
     pieces = []
-    with compute.autocast(decode=True, model=engine.model):
+    with compute.autocast("decode", model=engine.model):
         for piece in decode_stream(engine.tokenizer, engine.reply(ids, args.max_tokens, args.temperature,
                                                                   args.top_k)):
             sys.stdout.write(piece)

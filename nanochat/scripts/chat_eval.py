@@ -91,14 +91,14 @@ def evaluate(task: EvalTask, items: list[dict], model, tokenizer: Tokenizer, com
     for start in range(0, len(order), cfg.batch_size):
         batch = order[start:start + cfg.batch_size]
         if task.kind == "categorical":
-            with compute.autocast(model=model):
+            with compute.autocast("score", model=model):
                 chosen = answer_letters(model, tokenizer, task, [items[i] for i in batch], compute.device)
             for i, choice in zip(batch, chosen):
                 answers[i], correct[i] = LETTERS[choice], choice == items[i]["answer"]
         else:
             prompts = [tokenizer.render_for_completion([{"role": "user", "content": task.prompt(items[i])}])
                        for i in batch]
-            with compute.autocast(decode=True, model=model):
+            with compute.autocast("decode", model=model):
                 completions = engine.generate_greedy(prompts, max_tokens=cfg.max_new_tokens)
             for i, completion in zip(batch, completions):
                 answers[i] = tokenizer.decode(completion)
