@@ -169,14 +169,26 @@ def run_hash(settings: Any, *files: str | os.PathLike, names: Iterable[str] = ()
     return h.hexdigest()[:12]
 
 
+def cpu_model() -> str:
+    """The CPU's model name, with its family and model numbers (what names the core where a virtual machine
+    shows a generic name), and the instruction sets its bf16 speed depends on."""
+    try:
+        first = Path("/proc/cpuinfo").read_text().split("\n\n")[0]
+    except OSError:
+        first = ""
+    info = {key.strip(): value.strip() for key, _, value in (line.partition(":") for line in first.splitlines())}
+    model = info.get("model name") or platform.processor() or platform.machine()
+    if "cpu family" in info:
+        model += f" (family {info['cpu family']}, model {info.get('model', '?')})"
+    flags = set(info.get("flags", "").split())
+    features = [name for name, flag in (("AMX", "amx_tile"), ("AVX512_BF16", "avx512_bf16"), ("AVX-512", "avx512f"),
+                                        ("AVX2", "avx2")) if flag in flags]
+    return f"{model}; {' '.join(features)}" if features else model
+
+
 def hardware() -> dict[str, Any]:
     """CPU model and count, and the GPUs torch sees (when the stage uses torch)."""
-    cpu = platform.processor() or platform.machine()
-    try:
-        cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    info: dict[str, Any] = {"cpu": cpu, "cpu_count": os.cpu_count(), "gpus": []}
+    info: dict[str, Any] = {"cpu": cpu_model(), "cpu_count": os.cpu_count(), "gpus": []}
     torch = sys.modules.get("torch")
     if torch is not None and torch.cuda.is_available():
         info["gpus"] = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]

@@ -3,13 +3,13 @@
 import contextlib
 import dataclasses
 import os
-import platform
 import re
-from pathlib import Path
 from typing import Any
 
 import torch
 import torch.distributed as dist
+
+from nanochat.common import cpu_model
 
 # Peak dense bf16 FLOP/s per device, for MFU. Devices not listed get no MFU figure.
 PEAK_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "A10G": 125e12, "L4": 121e12}
@@ -56,31 +56,14 @@ def bf16_on_cpu(path: str) -> bool:
 
 
 def cpu_description() -> str:
-    """The CPU and the software that decide its speed, for benchmark tables: model, cores, the instruction sets
-    bf16 depends on (and oneDNN's limit where set), torch, oneDNN and MKL versions."""
-    cpuinfo = dict(line.split(":", 1) for line in _read("/proc/cpuinfo").split("\n\n")[0].splitlines() if ":" in line)
-    cpuinfo = {key.strip(): value.strip() for key, value in cpuinfo.items()}
-    model = cpuinfo.get("model name") or platform.processor() or platform.machine()
-    if "cpu family" in cpuinfo:  # what names the core where a virtual machine shows a generic model name
-        model += f" (family {cpuinfo['cpu family']}, model {cpuinfo.get('model', '?')})"
-    flags = [name for name, has in (("AMX", torch.cpu._is_amx_tile_supported()),
-                                    ("AVX512_BF16", torch.cpu._is_avx512_bf16_supported()),
-                                    ("AVX-512", torch.cpu._is_avx512_supported()),
-                                    ("AVX2", torch.cpu._is_avx2_supported())) if has]
+    """The CPU and the software that decide its speed, for benchmark tables: model and instruction sets, cores,
+    how bf16 matmuls run (and oneDNN's limit where set), torch, oneDNN and MKL versions."""
     limit = "" if onednn_limit() in ("ALL", "DEFAULT") else f", oneDNN limited to {onednn_limit()}"
     config = torch.__config__.show()
     onednn = re.search(r"MKL-DNN v([\d.]+)", config)
     mkl = re.search(r"Math Kernel Library Version ([\d.]+)", config)
-    return (f"{model}, {os.cpu_count()} cores ({' '.join(flags) or 'none of AMX, AVX512_BF16, AVX-512, AVX2'}"
-            f"{limit}; bf16 matmuls: {cpu_bf16()}); torch {torch.__version__}"
+    return (f"{cpu_model()}; {os.cpu_count()} cores; bf16 matmuls: {cpu_bf16()}{limit}; torch {torch.__version__}"
             + (f", oneDNN {onednn[1]}" if onednn else "") + (f", MKL {mkl[1]}" if mkl else ""))
-
-
-def _read(path: str) -> str:
-    try:
-        return Path(path).read_text()
-    except OSError:
-        return ""
 
 
 @dataclasses.dataclass
