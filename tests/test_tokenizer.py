@@ -1,12 +1,74 @@
-import pytest
+import itertools
+import json
 
+import pytest
+import rustbpe
+
+from conftest import upstream_module
 from nanochat.dataset import offline_documents
-from nanochat.tokenizer import SPECIAL_TOKENS, Tokenizer
+from nanochat.tokenizer import SPECIAL_TOKENS, SPLIT_PATTERN, TRAIN_PATTERN, Tokenizer, merge_pair
+
+# What real text rarely has: non-Latin letters, emoji (4-byte UTF-8, a skin-tone modifier), CRLF, runs of
+# spaces and tabs, long numbers, contractions in capitals, control-token names.
+ODD_TEXT = ("Ünïcödé → 東京, emoji 🙂👍🏽!\r\nCRLF\r\n\r\n  two   spaces\t\ttabs \n\n digits 1234567 3.14159 "
+            "IT'S we'VE <|bos|> a<|assistant_end|>b ¡¿ \x00\x7f trailing   ")
 
 
 @pytest.fixture(scope="module")
 def tokenizer():
     return Tokenizer.train(offline_documents()[:200], vocab_size=600)
+
+
+def test_every_merge_joins_two_earlier_tokens_into_the_next_id(tokenizer):
+    merges = json.loads(tokenizer.hf.to_str())["model"]["merges"]
+    assert len(merges) == 600 - 9 - 256
+    vocab = tokenizer.hf.get_vocab()
+    for rank, (left, right) in enumerate(merges):
+        token_id = 9 + 256 + rank
+        assert tokenizer.hf.id_to_token(token_id) == left + right
+        assert vocab[left] < token_id and vocab[right] < token_id
+
+
+def test_merge_pair_is_the_last_step_of_bpe():
+    ranks = {bytes([b]): b for b in range(256)}
+    # Two ways to make "abc" of earlier tokens: BPE's order decides, whichever of "ab" and "bc" came first.
+    assert merge_pair(b"abc", {**ranks, b"ab": 256, b"bc": 257, b"abc": 258}) == (b"ab", b"c")
+    assert merge_pair(b"abc", {**ranks, b"bc": 256, b"ab": 257, b"abc": 258}) == (b"a", b"bc")
+    assert merge_pair(b"abcd", {**ranks, b"cd": 256, b"ab": 257, b"abcd": 258}) == (b"ab", b"cd")
+
+
+def test_round_trip_of_real_and_odd_text(tokenizer):
+    for text in [*offline_documents()[200:260], ODD_TEXT]:
+        assert tokenizer.decode(tokenizer.encode(text)) == text
+
+
+def test_training_pattern_splits_as_the_split_pattern():
+    """rustbpe learns the same merges with the pattern without possessive quantifiers (TRAIN_PATTERN)."""
+    texts = [*offline_documents()[:100], ODD_TEXT * 20]
+    ranks = []
+    for pattern in (SPLIT_PATTERN, TRAIN_PATTERN):
+        trainer = rustbpe.Tokenizer()
+        trainer.train_from_iterator(iter(texts), 1000, pattern=pattern)
+        ranks.append(trainer.get_mergeable_ranks())
+    assert TRAIN_PATTERN != SPLIT_PATTERN and ranks[0] == ranks[1]
+
+
+def test_same_tokens_as_upstream_rustbpe_tokenizer():
+    """Upstream's tokenizer (rustbpe's merges, tiktoken's encoding), trained on the same text, cuts held-out text
+    into the same byte strings as ours (ids differ: upstream puts the special tokens last)."""
+    pytest.importorskip("tiktoken", reason="upstream's tokenizer encodes with tiktoken (the test extra)")
+    upstream = upstream_module("tokenizer", "rustbpe tokenizer")
+    docs = [doc[:10_000] for doc in offline_documents()]  # as tok_train cuts them
+    theirs = upstream.RustBPETokenizer.train_from_iterator(iter(docs[:300]), 2048)
+    ours = Tokenizer.train(iter(docs[:300]), 2048)
+    lengths = ours.token_bytes()
+    for text in [*docs[300:360], ODD_TEXT]:
+        ids = ours.encode(text)
+        assert ours.decode(ids) == text
+        data = text.encode("utf-8")  # our tokens' bytes: consecutive slices of the token lengths
+        cuts = list(itertools.accumulate((lengths[i] for i in ids), initial=0))
+        assert [data[a:b] for a, b in itertools.pairwise(cuts)] == [
+            theirs.enc.decode_single_token_bytes(i) for i in theirs.encode(text)]
 
 
 def test_numbers_split_into_groups_of_at_most_two_digits(tokenizer):

@@ -25,7 +25,7 @@ log = logging.getLogger("nanochat.scripts.tok_train")
 
 @dataclasses.dataclass
 class TokTrainSettings:
-    """BPE tokenizer training (HF tokenizers, GPT-4 split pattern, 9 special tokens)."""
+    """BPE tokenizer training (rustbpe, GPT-4 split pattern, 9 special tokens)."""
     vocab_size: int = dataclasses.field(default=65536, metadata={"minimum": 265})  # vocabulary size, the 9 special tokens included (at least 256 bytes + 9)
     num_shards: int = dataclasses.field(default=8, metadata={"minimum": 1})  # train on the first this many training shards (fineweb-edu: ~250M characters each); the workflow waits only for these
     max_chars: int = 2_000_000_000  # train on at most this many characters of those shards
@@ -51,7 +51,7 @@ def main(argv: list[str] | None = None) -> None:
             yield text
 
     log.info("training vocab %d on at most %d chars of %d shard(s)", cfg.vocab_size, cfg.max_chars, len(shards))
-    tokenizer = Tokenizer.train(texts(), cfg.vocab_size, show_progress=True)
+    tokenizer = Tokenizer.train(texts(), cfg.vocab_size)
     train_s = time.time() - started
     if tokenizer.vocab_size != cfg.vocab_size:
         log.warning("vocab came out at %d, not %d: the corpus has too few distinct merges",
