@@ -28,9 +28,13 @@ import torch
 import yaml
 
 from nanochat.engine import right_padded
+from nanochat.gpt import KVCache
 
 SHUFFLE_SEED = 1337  # the order of a task's items, so that `max_items` takes a fixed random subset
 FEWSHOT_SEED = 1234  # + the item's index: which other items are its few-shot examples
+# tokens that running an item's shared prefix once must save ((rows - 1) x its length): a second forward and the
+# cache cost about 100 (measured on a CPU)
+PREFIX_SAVING_MIN = 128
 
 
 def fewshot_indices(idx: int, num_items: int, num_fewshot: int) -> list[int]:
@@ -93,19 +97,46 @@ def prepare(model, tokenizer, task_type: str, item: dict, fewshot: list[dict], d
     return [s[c:] for s, c in zip(seqs, cut)], [(max(1, a - c), b - c) for (a, b), c in zip(spans, cut)]
 
 
+def shared_prefix(seqs: list[list[int]], spans: list[tuple[int, int]]) -> int:
+    """How many tokens an item's rows start with whose hidden states no scored position reads: run once for
+    all of them (the query of multiple-choice options, the few-shot examples of schema contexts)."""
+    return min(_common_prefix(seqs), min(a for a, _ in spans) - 1) if len(seqs) > 1 else 0
+
+
+def _prefix_cache(model, prefixes: list[list[int]], rows_per_prefix: int, length: int,
+                  device: torch.device | str) -> KVCache:
+    """A KV cache of `length` positions holding the prefixes, each repeated for its item's rows (the rows of
+    item i at i, i + items, ...)."""
+    c = model.config
+    cache = KVCache(len(prefixes), c.n_kv_head, length, c.n_embd // c.n_head, c.n_layer, device,
+                    dtype=model.lm_head.weight.dtype)
+    model.hidden(torch.tensor(prefixes, device=device), cache)
+    cache.repeat(rows_per_prefix)
+    return cache
+
+
 @torch.no_grad()
 def score_batch(model, task_type: str, prepared: list[tuple[list[list[int]], list[tuple[int, int]], int | None]],
                 device: torch.device | str = "cpu") -> list[bool]:
-    """Whether the model gets each item right, given (sequences, spans, gold) per item: every item's
-    sequences in one forward. Rows are right-padded, and causal attention keeps padding out of every
-    scored position, so each item scores as it would alone. Only the scored positions go through the
-    head (position t predicts token t + 1)."""
-    rows = [seq for seqs, _, _ in prepared for seq in seqs]
-    spans = [span for _, item_spans, _ in prepared for span in item_spans]
+    """Whether the model gets each item right, given (sequences, spans, gold) per item, all with as many
+    sequences. Where that saves enough, the tokens an item's rows start with (each item its own, as many as the
+    fewest of the items) run once, into a KV cache that the rest of every row continues. The rows run in one
+    forward, right-padded: causal attention keeps padding out of every scored position, so each item scores as
+    it would alone. Only the scored positions go through the head (position t predicts token t + 1)."""
+    n = len(prepared[0][0])
+    if any(len(seqs) != n for seqs, _, _ in prepared):
+        raise ValueError("items scored together must have as many sequences")
+    shared = min(shared_prefix(seqs, spans) for seqs, spans, _ in prepared)
+    shared = shared if (n - 1) * shared >= PREFIX_SAVING_MIN else 0
+    # option-major (row k of item i at k * items + i), the order in which KVCache.repeat tiles the prefixes
+    rows = [seqs[k][shared:] for k in range(n) for seqs, _, _ in prepared]
+    spans = [(a - shared, b - shared) for k in range(n) for _, item_spans, _ in prepared for a, b in [item_spans[k]]]
     ids = right_padded(rows, device)  # padding is never scored
+    cache = _prefix_cache(model, [seqs[0][:shared] for seqs, _, _ in prepared], n, shared + ids.size(1),
+                          device) if shared else None
     row_of = torch.tensor([r for r, (a, b) in enumerate(spans) for _ in range(a, b)], device=device)
     position = torch.tensor([t for a, b in spans for t in range(a - 1, b - 1)], device=device)
-    logits = model.logits(model.hidden(ids)[row_of, position])
+    logits = model.logits(model.hidden(ids, cache)[row_of, position])
     targets = ids[row_of, position + 1]
     lengths = [b - a for a, b in spans]
     if task_type == "language_modeling":  # right if greedy decoding gives every continuation token
@@ -113,14 +144,10 @@ def score_batch(model, task_type: str, prepared: list[tuple[list[list[int]], lis
     else:  # the mean loss of each row's scored tokens
         losses = torch.nn.functional.cross_entropy(logits, targets, reduction="none")
         per_row = [chunk.mean().item() for chunk in losses.split(lengths)]
-    outcomes, row = [], 0
-    for seqs, _, gold in prepared:
-        if task_type == "language_modeling":
-            outcomes.append(per_row[row])
-        else:
-            mean_losses = per_row[row:row + len(seqs)]
-            outcomes.append(mean_losses.index(min(mean_losses)) == gold)
-        row += len(seqs)
+    outcomes = []
+    for i, (_, _, gold) in enumerate(prepared):
+        item_rows = per_row[i::len(prepared)]
+        outcomes.append(item_rows[0] if task_type == "language_modeling" else item_rows.index(min(item_rows)) == gold)
     return outcomes
 
 
@@ -163,13 +190,15 @@ def task_items(task: dict, max_items: int) -> list[dict]:
 
 
 def batches(prepared: list[tuple[list[list[int]], list, int | None]], batch_tokens: int) -> list[list[int]]:
-    """Indices of the items scored together: similar lengths side by side, at most `batch_tokens` padded
-    tokens per forward (an item longer than that alone)."""
-    order = sorted(range(len(prepared)), key=lambda i: max(len(s) for s in prepared[i][0]))
+    """Indices of the items scored together: as many sequences each, similar lengths side by side, at most
+    `batch_tokens` padded tokens per forward (an item longer than that alone)."""
+    def size(i: int) -> tuple[int, int]:
+        return len(prepared[i][0]), max(len(s) for s in prepared[i][0])
+
     groups: list[list[int]] = [[]]
-    for i in order:
-        rows = sum(len(prepared[j][0]) for j in groups[-1]) + len(prepared[i][0])
-        if groups[-1] and rows * max(len(s) for s in prepared[i][0]) > batch_tokens:  # sorted: i is the widest
+    for i in sorted(range(len(prepared)), key=size):
+        rows, width = size(i)  # sorted: i is the widest of its group
+        if groups[-1] and (size(groups[-1][0])[0] != rows or (len(groups[-1]) + 1) * rows * width > batch_tokens):
             groups.append([])
         groups[-1].append(i)
     return [g for g in groups if g]

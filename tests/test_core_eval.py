@@ -9,7 +9,7 @@ import torch
 import yaml
 
 from conftest import upstream_module
-from nanochat import layout
+from nanochat import core_eval, layout
 from nanochat.checkpoint import load_model
 from nanochat.core_eval import batches, evaluate_task, load_bundle, render, score_item, scored_spans, task_items
 from nanochat.dataset import iter_texts
@@ -31,8 +31,8 @@ class FavoursA(torch.nn.Module):
         logits[..., ord("a")] = 5.0
         return logits
 
-    def hidden(self, ids):  # the scorer takes hidden states, then the head's logits of the scored ones
-        return self.forward(ids)
+    def hidden(self, ids, kv_cache=None):  # the scorer takes hidden states, then the head's logits of the scored ones
+        return self.forward(ids)  # (prompts too short for a shared prefix: no cache)
 
     def logits(self, hidden):
         return hidden
@@ -235,12 +235,48 @@ def test_every_item_is_scored_as_upstream_scores_it(tmp_path, trained, upstream)
         assert any(any(o) for o in mixed) and not all(all(o) for o in mixed), task_type
 
 
-def test_batches_hold_similar_lengths_within_the_token_budget():
+def test_batches_hold_as_many_rows_of_similar_lengths_within_the_token_budget():
     prepared = [([[0] * n] * rows, [], None) for n, rows in [(50, 4), (10, 2), (300, 4), (12, 2), (49, 4)]]
     groups = batches(prepared, batch_tokens=400)
     assert sorted(i for g in groups for i in g) == list(range(5))
-    assert groups == [[1, 3, 4], [0], [2]]  # (10, 12, 49): 8 rows x 49; then 50 alone; 300 alone (over budget)
+    assert groups == [[1, 3], [4, 0], [2]]  # 2 rows each; (49, 50): 8 rows x 50; 300 alone (over budget)
     assert batches(prepared, batch_tokens=1) == [[1], [3], [4], [0], [2]]
+
+
+class ScoredLogits:
+    """The model, keeping the logits the scorer computes."""
+    def __init__(self, model):
+        self.model, self.config, self.lm_head, self.hidden = model, model.config, model.lm_head, model.hidden
+        self.seen = []
+
+    def logits(self, hidden):
+        self.seen.append(self.model.logits(hidden))
+        return self.seen[-1]
+
+
+@pytest.mark.parametrize("task_type", ["multiple_choice", "schema"])
+def test_a_prefix_shared_by_the_rows_runs_once_with_the_logits_of_full_rows(trained, task_type, monkeypatch):
+    model, tokenizer, words = trained
+    rng = random.Random(1)
+
+    def text(n: int) -> str:
+        start = rng.randrange(len(words) - n)
+        return " ".join(words[start:start + n])
+
+    def item() -> dict:  # sharing prefixes of different lengths: one batch runs the shortest once per item
+        if task_type == "multiple_choice":
+            return {"query": text(rng.randint(30, 60)), "choices": [text(rng.randint(1, 4)) for _ in range(4)],
+                    "gold": 0}
+        return {"context_options": [text(rng.randint(3, 9)) for _ in range(3)], "continuation": text(4), "gold": 0}
+
+    fewshot = [] if task_type == "multiple_choice" else [item() for _ in range(5)]
+    prepared = [(*core_eval.prepare(model, tokenizer, task_type, it, fewshot, " "), 0) for it in (item(), item())]
+    assert min(core_eval.shared_prefix(seqs, spans) for seqs, spans, _ in prepared) * 2 >= core_eval.PREFIX_SAVING_MIN
+    scorer = ScoredLogits(model)
+    shared = core_eval.score_batch(scorer, task_type, prepared)
+    monkeypatch.setattr(core_eval, "PREFIX_SAVING_MIN", 10**9)  # every row whole
+    assert core_eval.score_batch(scorer, task_type, prepared) == shared
+    torch.testing.assert_close(scorer.seen[0], scorer.seen[1], rtol=1e-5, atol=1e-5)
 
 
 def test_a_continuation_that_merges_into_its_context_is_an_error_as_upstream(trained, upstream):
