@@ -43,14 +43,15 @@ def test_round_trip_of_real_and_odd_text(tokenizer):
 
 
 def test_training_pattern_splits_as_the_split_pattern():
-    """rustbpe learns the same merges with the pattern without possessive quantifiers (TRAIN_PATTERN)."""
-    texts = [*offline_documents()[:100], ODD_TEXT * 20]
+    """rustbpe learns the same merges with TRAIN_PATTERN: with room for every piece of the text to become a token
+    (it stops when no pair is left), the same merges mean the same pieces."""
+    texts = [ODD_TEXT, *offline_documents()[:20]]
     ranks = []
     for pattern in (SPLIT_PATTERN, TRAIN_PATTERN):
         trainer = rustbpe.Tokenizer()
-        trainer.train_from_iterator(iter(texts), 1000, pattern=pattern)
+        trainer.train_from_iterator(iter(texts), 30_000, pattern=pattern)
         ranks.append(trainer.get_mergeable_ranks())
-    assert TRAIN_PATTERN != SPLIT_PATTERN and ranks[0] == ranks[1]
+    assert TRAIN_PATTERN != SPLIT_PATTERN and len(ranks[0]) < 30_000 and ranks[0] == ranks[1]
 
 
 def test_same_tokens_as_upstream_rustbpe_tokenizer():
