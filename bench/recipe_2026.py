@@ -19,7 +19,7 @@
 
 Data: the offline corpus in --shards shards (nanochat.dataset.build_offline_shard, as the CPU presets), written
 once into a scratch folder the way upstream reads them (NANOCHAT_BASE_DIR/base_data_climbmix/shard_XXXXX.parquet,
-the last one validation); ours is given the same files. Tokenizer: ours (tok_train, HF tokenizers, --vocab) on the
+the last one validation); ours is given the same files. Tokenizer: ours (tok_train, --vocab) on the
 training shards, converted to upstream's tiktoken pickle (the byte-level tokens' bytes ranked by our ids, the
 special tokens at our ids) with the same token_bytes.pt; both must encode every shard to identical ids before
 anything is measured. Both processes get the same environment (ours' GOMP_SPINCOUNT included) and all cores.
@@ -53,7 +53,7 @@ import yaml
 
 from nanochat.dataset import build_offline_shard, read_texts, row_group_count
 from nanochat.scripts.base_train import RECIPES
-from nanochat.tokenizer import SPECIAL_TOKENS, SPLIT_PATTERN, Tokenizer
+from nanochat.tokenizer import BYTE_CHARS, SPECIAL_TOKENS, SPLIT_PATTERN, Tokenizer
 
 REPO = Path(__file__).resolve().parents[1]
 ANCHOR = REPO.parent / "shared" / "anchors" / "nanochat-92d63d4"
@@ -69,25 +69,12 @@ UPSTREAM_STEP = re.compile(r"^step (\d+)/\d+ .*\| dt: ([\d.]+)ms", re.M)
 UPSTREAM_BPB = re.compile(r"^Step (\d+) \| Validation bpb: ([\d.]+)", re.M)
 
 
-def byte_of_char() -> dict[str, int]:
-    """The byte each character of HF's ByteLevel alphabet stands for (GPT-2's bytes_to_unicode, inverted)."""
-    printable = {*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)}
-    chars, shifted = {}, 0
-    for b in range(256):
-        if b in printable:
-            chars[chr(b)] = b
-        else:  # bytes without a printable character of their own are spelled from U+0100 on
-            chars[chr(256 + shifted)] = b
-            shifted += 1
-    return chars
-
-
 def to_tiktoken(tokenizer: Tokenizer):
     """Our tokenizer as the tiktoken Encoding upstream pickles: each token's bytes ranked by its id (HF's ids
     follow the merge order, which is tiktoken's rank), the special tokens at our ids."""
     import tiktoken
 
-    chars = byte_of_char()
+    chars = {char: byte for byte, char in enumerate(BYTE_CHARS)}
     vocab = tokenizer.hf.get_vocab()
     ranks = {bytes(chars[c] for c in token): i for token, i in vocab.items() if token not in SPECIAL_TOKENS}
     return tiktoken.Encoding("nanochat-flow", pat_str=SPLIT_PATTERN, mergeable_ranks=ranks,

@@ -16,10 +16,10 @@ the table gives medians and the ratio ours / upstream (> 1: ours faster). Same s
   score_mc     CORE scoring (items/s) with each one's scorer, as its base_eval runs it, of the same items
   score_schema of real offline text, tokenized alike (one token per byte), from the decoding weights:
   score_lm     multiple choice (4 options), schema (2 contexts) and language modeling; the per-item
-               outcomes are compared (ours autocasts to bf16 where the CPU has AMX, upstream not)
+               outcomes are compared (both in fp32 on a CPU, bf16 autocast on CUDA)
   tok_train    tokenizer training (MB of text per second) on the same offline documents, 10,000
-               characters each as tok_train cuts them, with the same vocabulary: upstream with rustbpe,
-               ours with HF tokenizers; bytes per token of both on held-out documents
+               characters each as tok_train cuts them, with the same vocabulary: both train with rustbpe,
+               ours then builds its HF tokenizer from the merges; bytes per token of both on held-out documents
 The table's first line names the CPU (model, the instruction sets bf16 depends on, torch, oneDNN and MKL).
 Upstream's processes import upstream's `nanochat` package: its folder comes first on PYTHONPATH.
 Skips, saying so, without ../shared/anchors. `bench/gpu_check.sh` runs it unchanged on a CUDA GPU.
