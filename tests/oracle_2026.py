@@ -11,7 +11,6 @@ A test that asks for upstream skips, saying so, where ../shared/anchors is missi
 
 import contextlib
 import importlib
-import importlib.util
 import os
 import sys
 from pathlib import Path
@@ -38,11 +37,6 @@ def upstream(name: str, oracle: str = "2026 recipe", dtype: str = "float32") -> 
     if not (folder / f"{name}.py").is_file():
         pytest.skip(f"upstream nanochat 92d63d4 not found at {UPSTREAM_2026}: the {oracle} oracle needs "
                     "../shared/anchors")
-    # Upstream's tokenizer module imports these (engine -> checkpoint_manager); no oracle calls them, and the test
-    # extra does not install them (the bench extra does), so an empty module stands in where they are missing.
-    for missing in ("rustbpe", "tiktoken"):
-        if missing not in sys.modules and importlib.util.find_spec(missing) is None:
-            sys.modules[missing] = ModuleType(missing)
     saved = {key: sys.modules.pop(key) for key in [k for k in sys.modules if _ours(k)]}
     package = ModuleType("nanochat")
     package.__path__ = [str(folder)]  # `nanochat.x` is upstream's folder while its modules import each other
