@@ -82,7 +82,8 @@ class Linear(nn.Linear):
     dtype (2026: bf16 from bf16 embeddings). Under autocast (the course recipe) it changes nothing."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.linear(x, self.weight.to(dtype=x.dtype))
+        weight = self.weight
+        return F.linear(x, weight if weight.dtype == x.dtype else weight.to(x.dtype))  # no call when they agree
 
 
 def norm(x: torch.Tensor) -> torch.Tensor:
@@ -203,11 +204,17 @@ class KVCache:
 
     def __init__(self, batch_size: int, num_heads: int, seq_len: int, head_dim: int, num_layers: int,
                  device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32):
-        self.kv = torch.zeros(num_layers, 2, batch_size, num_heads, seq_len, head_dim, device=device, dtype=dtype)
+        self.store(torch.zeros(num_layers, 2, batch_size, num_heads, seq_len, head_dim, device=device, dtype=dtype))
         self.embeddings: torch.Tensor | None = None  # 2026: (B, seq_len, n_embd), made by the first forward
         self.pos = 0  # tokens already cached (advanced after the last layer); with row lengths: the longest row
         self.lengths: torch.Tensor | None = None  # per-row tokens cached (B,), set after a padded prefill
         self.masks: tuple[int, dict] | None = None  # key_masks per window for position `pos`, built once
+
+    def store(self, kv: torch.Tensor) -> None:
+        """Keep `kv` (layers, 2, B, H, seq_len, D) and each layer's keys and values as views of it, made once:
+        indexing kv[layer, 0, :, :, t0:t1] anew for every write and read costs more than the copy itself."""
+        self.kv = kv
+        self.layers = [(kv[i, 0], kv[i, 1]) for i in range(kv.size(0))]
 
     def set_lengths(self, lengths: list[int]) -> None:
         """From now on one token per row, each at its own position `lengths[row]`."""
@@ -216,7 +223,7 @@ class KVCache:
 
     def repeat(self, n: int) -> None:
         """A cache of one row becomes n rows that continue it alike (samples of one prompt)."""
-        self.kv = self.kv.repeat(1, 1, n, 1, 1, 1)
+        self.store(self.kv.repeat(1, 1, n, 1, 1, 1))
         if self.embeddings is not None:
             self.embeddings = self.embeddings.repeat(n, 1, 1)
 
@@ -255,24 +262,26 @@ class KVCache:
         if self.lengths is not None:  # one new token per row, at the row's own position
             if k.size(2) != 1 or self.pos + 1 > self.kv.size(4):
                 raise ValueError(f"rows at their own positions take one token at a time, up to {self.kv.size(4)}")
+            keys, values = self.layers[layer]
             rows = torch.arange(k.size(0), device=k.device)  # index_put casts nothing: under autocast v is bf16
-            self.kv[layer, 0, rows, :, self.lengths] = k[:, :, 0].to(self.kv.dtype)
-            self.kv[layer, 1, rows, :, self.lengths] = v[:, :, 0].to(self.kv.dtype)
-            keys = self.pos + 1
+            keys[rows, :, self.lengths] = k[:, :, 0].to(self.kv.dtype)
+            values[rows, :, self.lengths] = v[:, :, 0].to(self.kv.dtype)
+            seen = self.pos + 1
             if last_layer:
                 self.lengths += 1
                 self.pos += 1
-            return self.kv[layer, 0, :, :, :keys], self.kv[layer, 1, :, :, :keys]
+            return keys.narrow(2, 0, seen), values.narrow(2, 0, seen)
         t0, t1 = self.pos, self.pos + k.size(2)
         if t1 > self.kv.size(4):
             raise ValueError(f"KV cache holds {self.kv.size(4)} tokens, {t1} requested")
         if t0 == 0 and k.dtype != self.kv.dtype:  # an empty cache takes the model's dtype
-            self.kv = self.kv.to(k.dtype)
-        self.kv[layer, 0, :, :, t0:t1] = k
-        self.kv[layer, 1, :, :, t0:t1] = v
+            self.store(self.kv.to(k.dtype))
+        keys, values = self.layers[layer]
+        keys.narrow(2, t0, k.size(2)).copy_(k)
+        values.narrow(2, t0, k.size(2)).copy_(v)
         if last_layer:
             self.pos = t1
-        return self.kv[layer, 0, :, :, :t1], self.kv[layer, 1, :, :, :t1]
+        return keys.narrow(2, 0, t1), values.narrow(2, 0, t1)
 
 
 class CausalSelfAttention(nn.Module):
@@ -289,6 +298,11 @@ class CausalSelfAttention(nn.Module):
         with_ve = config.recipe == "2026" and has_ve(layer_idx, config.n_layer)
         self.ve_gate = Linear(12, self.n_kv_head, bias=False) if with_ve else None
 
+    def rotate_and_norm(self, t: torch.Tensor, cos_sin: tuple) -> torch.Tensor:
+        """Queries or keys (B, T, heads, D) rotated to their positions, then QK-normed (2026: scaled by 1.2)."""
+        t = norm(apply_rotary(t, *cos_sin))
+        return t * 1.2 if self.recipe == "2026" else t  # 2026: sharper attention, the scale split between q and k
+
     def forward(self, x: torch.Tensor, ve: torch.Tensor | None, cos_sin: tuple,
                 kv_cache: KVCache | None) -> torch.Tensor:
         B, T, C = x.size()
@@ -298,10 +312,11 @@ class CausalSelfAttention(nn.Module):
         if ve is not None:  # 2026: the value embedding mixed into the values, gated per head in (0, 3)
             gate = 3 * torch.sigmoid(self.ve_gate(x[..., :12]))
             v = v + gate.unsqueeze(-1) * ve.view(B, T, self.n_kv_head, self.head_dim)
-        cos, sin = cos_sin
-        q, k = norm(apply_rotary(q, cos, sin)), norm(apply_rotary(k, cos, sin))  # QK-norm
-        if self.recipe == "2026":
-            q, k = q * 1.2, k * 1.2  # sharper attention, the scale split between queries and keys
+        if kv_cache is not None:  # inference: q and k rotated and normalized together, half the small ops per token
+            qk = self.rotate_and_norm(torch.cat([q, k], dim=2), cos_sin)
+            q, k = qk[:, :, :self.n_head], qk[:, :, self.n_head:]
+        else:
+            q, k = self.rotate_and_norm(q, cos_sin), self.rotate_and_norm(k, cos_sin)
         q, k, v = (t.transpose(1, 2) for t in (q, k, v))  # (B, H, T, D)
         mask = kv_cache.key_mask(self.window) if kv_cache is not None else None  # before insert advances the rows
         if kv_cache is not None:
@@ -520,7 +535,7 @@ class GPT(nn.Module):
         for i, block in enumerate(self.transformer.h):
             if twenty26:  # the residual stream rescaled, and the first embedding blended back in
                 x = self.resid_lambdas[i] * x + self.x0_lambdas[i] * x0
-            ve = self.value_embeds[str(i)](idx).to(x.dtype) if str(i) in self.value_embeds else None
+            ve = self.value_embeds[str(i)](idx).to(x.dtype) if twenty26 and str(i) in self.value_embeds else None
             x = block(x, ve, cos_sin, kv_cache)
             if twenty26 and i == self.config.n_layer // 2:
                 backout = x
