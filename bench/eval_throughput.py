@@ -35,7 +35,7 @@ from engine_decode import NoStopTokenizer  # bench/, the folder this script runs
 
 from nanochat.catalog import CORE_TASKS
 from nanochat.compute import init_compute
-from nanochat.core_eval import score_batch
+from nanochat.core_eval import device_batch_tokens, score_batch
 from nanochat.engine import Engine, right_padded
 from nanochat.gpt import GPT, GPTConfig
 from nanochat.scripts.base_eval import BaseEvalSettings
@@ -135,7 +135,8 @@ def main() -> None:
             if kind.startswith("core"):
                 items = core_items(kind, args.items, rng)
                 task_type = CORE_KINDS[kind]
-                per_batch = max(1, args.batch_tokens // (len(items[0][0]) * len(items[0][0][0])))
+                per_batch = max(1, device_batch_tokens(args.batch_tokens, device)
+                                // (len(items[0][0]) * len(items[0][0][0])))
 
                 def before(items=items, task_type=task_type):
                     return [full_logits_score(model, task_type, item, device) for item in items]
