@@ -3,10 +3,11 @@ import json
 
 import pytest
 import rustbpe
+from tokenizers import pre_tokenizers
 
 from conftest import upstream_module
 from nanochat.dataset import offline_documents
-from nanochat.tokenizer import SPECIAL_TOKENS, SPLIT_PATTERN, TRAIN_PATTERN, Tokenizer, merge_pair
+from nanochat.tokenizer import BYTE_CHARS, SPECIAL_TOKENS, SPLIT_PATTERN, TRAIN_PATTERN, Tokenizer, merge_pair
 
 # What real text rarely has: non-Latin letters, emoji (4-byte UTF-8, a skin-tone modifier), CRLF, runs of
 # spaces and tabs, long numbers, contractions in capitals, control-token names.
@@ -153,3 +154,9 @@ def test_text_never_becomes_a_control_token():
         "<|bos|>", "<|user_start|>", "<|user_end|>", "<|assistant_start|>", "<|python_start|>", "<|python_end|>",
         "<|output_start|>", "<|output_end|>", "<|assistant_end|>"]
     assert tok.decode(ids).count(every) == 2 and len(mask) == len(ids)
+
+
+def test_byte_chars_are_the_byte_level_alphabet():
+    """The table the rustbpe merges are spelled with is HF's ByteLevel alphabet, one character per byte."""
+    assert set(BYTE_CHARS) == set(pre_tokenizers.ByteLevel.alphabet()) and len(set(BYTE_CHARS)) == 256
+    assert BYTE_CHARS[ord("A")] == "A" and BYTE_CHARS[ord(" ")] == "Ġ"  # GPT-2's spelling of a space
