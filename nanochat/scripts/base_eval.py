@@ -36,7 +36,7 @@ class BaseEvalSettings:
     """CORE evaluation of the base model (DCLM eval bundle: 22 in-context-learning tasks)."""
     bundle: bool = True  # score on the downloaded eval bundle (catalog entry eval_bundle); false: CORE is reported as not available
     max_per_task: int = -1  # items evaluated per task (-1: all); small values make CPU runs quick but noisy
-    batch_tokens: int = -1  # padded tokens scored per forward, several items side by side (1: one item per forward); -1: the device's, 16384 on a GPU, 1024 on a CPU (where bigger batches score fewer items/s, measured)
+    batch_tokens: int = dataclasses.field(default=-1, metadata={"minimum": -1})  # padded tokens scored per forward, several items side by side (1: one item per forward); -1: the device's, 16384 on a GPU, 1024 on a CPU (where bigger batches score fewer items/s, measured)
 
 
 def score_task(args: argparse.Namespace, cfg: BaseEvalSettings) -> None:
