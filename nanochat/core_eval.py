@@ -107,9 +107,7 @@ def _prefix_cache(model, prefixes: list[list[int]], rows_per_prefix: int, length
                   device: torch.device | str) -> KVCache:
     """A KV cache of `length` positions holding the prefixes, each repeated for its item's rows (the rows of
     item i at i, i + items, ...)."""
-    c = model.config
-    cache = KVCache(len(prefixes), c.n_kv_head, length, c.n_embd // c.n_head, c.n_layer, device,
-                    dtype=model.lm_head.weight.dtype)
+    cache = KVCache.for_model(model, len(prefixes), length)
     model.hidden(torch.tensor(prefixes, device=device), cache)
     cache.repeat(rows_per_prefix)
     return cache

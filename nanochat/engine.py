@@ -114,12 +114,6 @@ class Engine:
                                 "for the prompt and its reply together")
         return room
 
-    def _cache(self, batch_size: int, seq_len: int) -> KVCache:
-        """A KV cache for the model (a 2026 model's, in bf16 on CUDA: the cache takes the keys' dtype when filled)."""
-        c, weight = self.model.config, self.model.lm_head.weight
-        return KVCache(batch_size, c.n_kv_head, seq_len, c.n_embd // c.n_head, c.n_layer, weight.device,
-                       dtype=weight.dtype)
-
     @torch.inference_mode()
     def generate(self, tokens: list[int], num_samples: int = 1, max_tokens: int = 256, temperature: float = 1.0,
                  top_k: int = 0, seed: int = 42, top_p: float = 1.0) -> Iterator[list[int | None]]:
@@ -127,7 +121,7 @@ class Engine:
         max_tokens steps or as many as the model has positions left for."""
         model, device = self.model, self.model.lm_head.weight.device
         max_tokens = min(max_tokens, self.room(len(tokens)))
-        cache = self._cache(1, len(tokens) + max_tokens)
+        cache = KVCache.for_model(self.model, 1, len(tokens) + max_tokens)
         hidden = model.hidden(torch.tensor([tokens], device=device), kv_cache=cache)
         logits = model.logits(hidden[:, -1])  # the head of the last position only: a vocab-sized matmul
         cache.repeat(num_samples)  # every sample continues the one prefill
@@ -153,7 +147,7 @@ class Engine:
         model, device = self.model, self.model.lm_head.weight.device
         lengths = [len(p) for p in prompts]
         ids = right_padded(prompts, device)
-        cache = self._cache(len(prompts), ids.size(1) + max_tokens)
+        cache = KVCache.for_model(self.model, len(prompts), ids.size(1) + max_tokens)
         last = torch.tensor(lengths, device=device) - 1
         logits = model.logits(model.hidden(ids, kv_cache=cache)[torch.arange(len(prompts), device=device), last])
         cache.set_lengths(lengths)

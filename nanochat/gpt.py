@@ -210,6 +210,13 @@ class KVCache:
         self.lengths: torch.Tensor | None = None  # per-row tokens cached (B,), set after a padded prefill
         self.masks: tuple[int, dict] | None = None  # key_masks per window for position `pos`, built once
 
+    @classmethod
+    def for_model(cls, model: nn.Module, batch_size: int, seq_len: int) -> "KVCache":
+        """An empty cache shaped for `model`, on its device, in its weights' dtype (a 2026 model's, in bf16 on
+        CUDA: the cache takes the keys' dtype when filled)."""
+        c, weight = model.config, model.lm_head.weight
+        return cls(batch_size, c.n_kv_head, seq_len, c.n_embd // c.n_head, c.n_layer, weight.device, weight.dtype)
+
     def store(self, kv: torch.Tensor) -> None:
         """Keep `kv` (layers, 2, B, H, seq_len, D) and each layer's keys and values as views of it, made once:
         indexing kv[layer, 0, :, :, t0:t1] anew for every write and read costs more than the copy itself."""
