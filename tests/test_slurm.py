@@ -141,9 +141,9 @@ def test_a_job_out_of_time_checkpoints_is_resubmitted_and_resumes_to_the_same_mo
     print("attempts:", [(a["start_step"], a["end_step"], a["outcome"]) for a in attempts])
     assert [a["slurm_job"] for a in attempts] == [job["JobId"] for job in runs]  # every job trained
     expected = "stopped on " + ("the SLURM time limit in " if stop_before_limit else "SIGTERM")
+    # Each attempt starts at the step its predecessor stopped on, so from the stop's checkpoint: that step may
+    # also be a periodic one (SIGTERM during a periodic save stops right after it), which is no failure.
     check_attempts_chain(attempts, expected, 1000)
-    assert all(a["start_step"] % 50 for a, previous in zip(attempts[1:], attempts) if previous["end_step"] < 1000), \
-        "resumed from a periodic checkpoint, not the stop's"
     # Not bit-exact here, unlike the local resume test: a SLURM job asks for 16 CPUs (the profile's
     # request), so on this 2-core twin 16 threads share 2 cores and some CPU kernels then reduce in a
     # varying order. The same final loss, to the tolerance that leaves, is what the resume must give.
