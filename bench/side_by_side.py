@@ -99,6 +99,9 @@ def worker_train(args: argparse.Namespace) -> dict:
             else contextlib.nullcontext
     else:
         from nanochat import compute as compute_mod
+        from nanochat.fused import keep_freed_memory
+        if args.device == "cpu":
+            keep_freed_memory()  # as train_loop does on a CPU
         step_model = torch.compile(model, dynamic=False) if args.compile else model  # runtime.compile
         autocast = compute_mod.Compute(torch.device(args.device)).autocast
     generator = torch.Generator().manual_seed(1)

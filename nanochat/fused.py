@@ -20,18 +20,16 @@ LOSS_CHUNK = 2 ** 18  # logits per pass of SoftcappedCrossEntropy: 1 MB of fp32,
 
 
 def applies(x: torch.Tensor) -> bool:
-    """Whether the fused versions pay for `x`: eager CPU autograd (which also keeps freed memory from then on)."""
-    if x.requires_grad and x.is_cpu and not torch.compiler.is_compiling():  # False at once when decoding
-        keep_freed_memory()
-        return True
-    return False
+    """Whether the fused versions pay for `x`: eager CPU autograd."""
+    return x.requires_grad and x.is_cpu and not torch.compiler.is_compiling()  # False at once when decoding
 
 
 @functools.cache
 def keep_freed_memory() -> None:
-    """glibc's malloc keeps the blocks a training step frees for the next step, up to 1 GiB. By default it maps
-    blocks over 32 MB (a d4 step's logits) afresh and gives freed memory back to the system, which zeroes every
-    page again on first touch: 10 % of a 2026 d4 step on a 2-core CPU (737 against 659 ms). Elsewhere: nothing."""
+    """For CPU training (train_loop calls it): glibc's malloc keeps the blocks a step frees for the next step, up
+    to 1 GiB. By default it maps blocks over 32 MB (a d4 step's logits) afresh and gives freed memory back to the
+    system, which zeroes every page again on first touch: 10 % of a 2026 d4 step on a 2-core CPU (737 against
+    659 ms). Elsewhere than glibc: nothing."""
     libc = ctypes.CDLL(ctypes.util.find_library("c"))
     if hasattr(libc, "mallopt"):
         libc.mallopt(-3, 1 << 30)  # M_MMAP_THRESHOLD: blocks under 1 GiB come from the heap

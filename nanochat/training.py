@@ -21,6 +21,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 
 from nanochat.common import write_atomic
 from nanochat.compute import Compute, shutdown
+from nanochat.fused import keep_freed_memory
 from nanochat.retry_guard import RESUMABLE_EXIT
 from nanochat.sharding import ParameterShards, optimizer_state_bytes
 
@@ -209,6 +210,8 @@ def train_loop(model, optimizers: list, loader, *, schedule: Schedule, grad_clip
     The loss of a micro-batch is `loss_fn(model, batch)`, by default the model's own mean loss.
     """
     train_model, ddp, steps = model, compute.distributed and shards is None, schedule.num_steps
+    if compute.device.type == "cpu":
+        keep_freed_memory()
     if ddp:
         train_model = DDP(model, device_ids=[compute.local_rank] if compute.device.type == "cuda" else None)
     if runtime.compile:
