@@ -27,8 +27,8 @@ from pathlib import Path
 import torch
 import yaml
 
+from nanochat.attention import KVCache
 from nanochat.engine import right_padded
-from nanochat.gpt import KVCache
 
 SHUFFLE_SEED = 1337  # the order of a task's items, so that `max_items` takes a fixed random subset
 FEWSHOT_SEED = 1234  # + the item's index: which other items are its few-shot examples

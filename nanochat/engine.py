@@ -19,7 +19,7 @@ from collections.abc import Iterable, Iterator
 import torch
 import torch.nn.functional as F
 
-from nanochat.gpt import KVCache
+from nanochat.attention import KVCache
 
 _ARITHMETIC = re.compile(r"[0-9+\-*/.() ]{1,100}")
 _COUNT = re.compile(r"""'[A-Za-z ]{0,60}'\.count\('[A-Za-z]'\)""")

@@ -58,7 +58,7 @@ class RMSNorm(torch.autograd.Function):
 class KeyWindows(torch.autograd.Function):
     """Keys (or values) x (B, T, H, D) as n chunks of T / n, each after the chunk before it (zeros before the
     first): (B n, 2 T / n, H, D), one copy each way. Slices and cat would leave autograd a zero-filled tensor
-    per slice to add up (a third of the time of gpt.banded_attention's backward at d4)."""
+    per slice to add up (a third of the time of attention.banded_attention's backward at d4)."""
 
     @staticmethod
     def forward(ctx, x: torch.Tensor, n: int) -> torch.Tensor:

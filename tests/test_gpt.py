@@ -1,7 +1,8 @@
 import pytest
 import torch
 
-from nanochat.gpt import GPT, GPTConfig, KVCache
+from nanochat.attention import KVCache
+from nanochat.gpt import GPT, GPTConfig
 
 
 def test_d20_has_upstreams_561m_parameters():

@@ -10,9 +10,10 @@ import pytest
 import torch
 from torch.nn.attention.flex_attention import flex_attention
 
-from nanochat import gpt
+from nanochat import attention
+from nanochat.attention import KVCache, causal_attention
 from nanochat.engine import Engine
-from nanochat.gpt import GPT, GPTConfig, KVCache, causal_attention
+from nanochat.gpt import GPT, GPTConfig
 from oracle_2026 import upstream
 
 # short window: ceil(256 / 4 / 128) * 128 = 128, so sequences of 256 tokens cross it; 4 query heads over 2 kv heads
@@ -256,8 +257,8 @@ def test_windows_in_chunks_give_the_explicit_masked_softmaxs_gradients(window):
     k, v = (torch.randn(2, 2, 64, 16, generator=gen, requires_grad=True) for _ in range(2))
     weights = torch.randn(2, 4, 64, 16, generator=gen)
     grads = []
-    for attention in (causal_attention, reference_attention):
-        (attention(q, k, v, window) * weights).sum().backward()
+    for attend in (causal_attention, reference_attention):
+        (attend(q, k, v, window) * weights).sum().backward()
         grads.append([t.grad.clone() for t in (q, k, v)])
         q.grad = k.grad = v.grad = None
     for ours, reference in zip(*grads, strict=True):
@@ -290,8 +291,8 @@ def test_flex_block_mask_path_equals_sdpa(monkeypatch):
     model, x = ours_2026("SSSL"), tokens(2, 256)
     with torch.no_grad():
         sdpa_logits = model(x)
-        monkeypatch.setattr(gpt, "FLEX_DEVICES", ("cpu",))
-        monkeypatch.setattr(gpt, "compiled_flex", lambda: (eager_flex, gpt.sliding_window_mask))
+        monkeypatch.setattr(attention, "FLEX_DEVICES", ("cpu",))
+        monkeypatch.setattr(attention, "compiled_flex", lambda: (eager_flex, attention.sliding_window_mask))
         torch.testing.assert_close(causal_attention(q, k, v, 100), reference_attention(q, k, v, 100),
                                    atol=1e-5, rtol=0)
         assert len(calls) == 1
@@ -300,7 +301,7 @@ def test_flex_block_mask_path_equals_sdpa(monkeypatch):
 
 
 def test_flex_block_masks_are_made_once_per_shape():
-    _, masks = gpt.compiled_flex()
+    _, masks = attention.compiled_flex()
     assert masks(256, 128, torch.device("cpu")) is masks(256, 128, torch.device("cpu"))
     dense = masks(256, 128, torch.device("cpu")).to_dense()[0, 0]  # (query blocks, key blocks) of 128
     assert dense.tolist() == [[1, 0], [1, 1]]
@@ -313,7 +314,7 @@ def test_compiled_flex_equals_sdpa(monkeypatch):
     model, x = ours_2026("SSSL"), tokens(2, 256)
     with torch.no_grad():
         sdpa_logits = model(x)
-        monkeypatch.setattr(gpt, "FLEX_DEVICES", ("cpu",))
+        monkeypatch.setattr(attention, "FLEX_DEVICES", ("cpu",))
         torch.testing.assert_close(model(x), sdpa_logits, atol=1e-5, rtol=0)
         torch.testing.assert_close(torch.compile(model)(x), sdpa_logits, atol=1e-5, rtol=0)
 
