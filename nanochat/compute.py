@@ -93,6 +93,15 @@ class Compute:
             return torch.amp.autocast("cpu", dtype=torch.bfloat16)
         return contextlib.nullcontext()
 
+    def precision(self, path: str, model: torch.nn.Module) -> str:
+        """What `path` computes `model`'s matmuls in here, for the log: "bf16" or "fp32", and on a CPU how it
+        multiplies bf16 (cpu_bf16), so that a run says whether this CPU took the bf16 path."""
+        if model.config.recipe == "2026":
+            dtype = "bf16" if model.transformer.wte.weight.dtype == torch.bfloat16 else "fp32"
+        else:
+            dtype = "bf16" if isinstance(self.autocast(path), torch.amp.autocast) else "fp32"
+        return f"{dtype} (bf16 matmuls on this CPU: {cpu_bf16()})" if self.device.type == "cpu" else dtype
+
     def peak_flops(self) -> float | None:
         if self.device.type != "cuda":
             return None

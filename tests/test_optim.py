@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from nanochat import compute
+from nanochat.gpt import GPT, GPTConfig
 from nanochat.muon import Muon, newton_schulz
 
 
@@ -70,4 +71,8 @@ def test_precision_per_path_follows_how_the_cpu_multiplies_bf16(monkeypatch, amx
         with cpu.autocast(path):
             assert torch.is_autocast_enabled("cpu") is bf16, path
     assert compute.bf16_on_cpu("newton_schulz") is (expected != "emulated")
+    course = GPT(GPTConfig.from_depth(1, 64, 16))  # what base_train's log says it trains in
+    assert cpu.precision("train", course) == f"{'fp32' if expected == 'emulated' else 'bf16'} " \
+                                             f"(bf16 matmuls on this CPU: {expected})"
+    assert cpu.precision("train", GPT(GPTConfig.from_depth(1, 64, 16, recipe="2026"))).startswith("fp32 (")
     assert newton_schulz(torch.randn(8, 8)).dtype == torch.float32  # returned in the gradient's dtype

@@ -145,9 +145,9 @@ def train(args: argparse.Namespace) -> None:
     optimizers = model.setup_optimizers(cfg.embedding_lr * lr_scale, cfg.unembedding_lr * lr_scale,
                                         cfg.matrix_lr * lr_scale, run_length.weight_decay,
                                         owns=shards.owns if shards else None, scalar_lr=cfg.scalar_lr * lr_scale)
-    log.info("model %s: %s params, %.3g FLOPs/token; %d steps of %s tokens on %d x %s",
+    log.info("model %s: %s params, %.3g FLOPs/token; %d steps of %s tokens on %d x %s, matmuls in %s",
              model.config, f"{model.num_params():,}", model.flops_per_token(), steps, f"{total_batch:,}",
-             compute.world_size, compute.device)
+             compute.world_size, compute.device, compute.precision("train", model))
     if not course:
         log.info("2026 recipe: batch %s tokens%s, learning rates x %.4f, Muon weight decay %.6f", f"{total_batch:,}",
                  " (automatic)" if automatic else "", lr_scale, run_length.weight_decay)
