@@ -2,12 +2,12 @@
 
 gpt.py writes each piece as plain ops (`norm`, `relu_squared`, `softcapped_cross_entropy`) and calls these
 instead where they pay: on a CPU, when a gradient is wanted, outside torch.compile. There autograd's own
-backward of those ops walks the activations several times more than needed, and that walk through memory
-is a third of an fp32 d4 step that upstream's torch.compile fuses away (bench/side_by_side.py, train_fp32
-and train_avx512). On a GPU, or compiled, the plain ops are kernels or get fused, and at inference there
-is no backward to save: the plain ops run. The forward passes give the plain ops' numbers bit for bit,
-except the loss (a log-sum-exp per row rather than log_softmax: within float rounding); tests/test_fused.py
-holds every value and gradient against the plain ops.
+backward of those ops walks the activations several times more than needed, and that walk through memory is a
+third of an fp32 d4 step that upstream's torch.compile fuses away (measured when side_by_side.py had an fp32
+train row; bench/cpu_precision.py times fp32 training now). On a GPU, or compiled, the plain ops are kernels
+or get fused, and at inference there is no backward to save: the plain ops run. The forward passes give the
+plain ops' numbers bit for bit, except the loss (a log-sum-exp per row rather than log_softmax: within float
+rounding); tests/test_fused.py holds every value and gradient against the plain ops.
 """
 
 import ctypes
