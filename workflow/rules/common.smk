@@ -1,6 +1,5 @@
-# Paths of every artefact (nanochat.layout, docs/reference/artifacts.md), the downloads this config
-# needs (nanochat.catalog), and helpers shared by rules.
-import re
+# Paths of every artefact (nanochat.layout, docs/reference/artifacts.md) and helpers shared by rules; the
+# downloads this config needs are worked out in downloads.smk.
 import shlex
 import sys
 from pathlib import Path
@@ -8,7 +7,7 @@ from pathlib import Path
 from snakemake.exceptions import WorkflowError
 
 from nanochat import layout
-from nanochat.catalog import CATALOG, CHAT_EVAL_TEST_SETS, CORE_TASKS, MIXTURES, mixture_entries, reachable, source_url
+from nanochat.catalog import CORE_TASKS
 from nanochat.integrity import lost, set_aside_damaged, set_aside_stale_report
 from nanochat.retry_guard import refusal
 
@@ -50,38 +49,7 @@ def download_path(name: str) -> str:
     return str(BASE / layout.download_path(name))
 
 
-URL_FILES = {layout.IDENTITY_FILE: "identity", layout.WORDS_FILE: "words_alpha"}  # file in hub/ -> catalog entry
-
-
-# The catalog entries this config reads (nanochat.catalog), by stage.
-CHAT_EVAL_DATA = CHAT_EVAL_TEST_SETS if config["chat_eval"]["source"] == "hub" else {}  # task -> its test split
 CHAT_EVAL_TASKS = layout.CHAT_EVAL_TASKS[config["chat_eval"]["source"]]  # one chat_eval job per model and task
-
-
-SFT_RECIPE = config["chat_sft"]["recipe"] or RECIPE  # empty: the base model's
-
-
-def mixture_data(stage: str) -> list[str]:
-    """The catalog entries a chat stage's mixture reads: none for the offline mixture."""
-    mixture = "chat_sft_2026" if stage == "chat_sft" and SFT_RECIPE == "2026" else stage
-    return mixture_entries(mixture) if config[stage]["mixture"] == "hub" else []
-
-
-# Every catalog entry this config downloads (named in report.md), and their files: the `download` target.
-DATA = sorted(
-    set(
-        [entry for source, entry in layout.SHARD_ENTRIES.items() if source == config["base_data"]["source"]]
-        + (["eval_bundle"] if config["base_eval"]["bundle"] else [])
-        + list(CHAT_EVAL_DATA.values())
-        + (mixture_data("mid_train") if MIDTRAINED else [])
-        + mixture_data("chat_sft")
-        + ["gsm8k_train"] * RL_ENABLED
-    )
-)
-DOWNLOADS = [str(BASE / path) for path in layout.download_paths(DATA, config["base_data"]["num_shards"])]
-SPECIAL_DOWNLOAD_RULES = {"fineweb_edu": "download_shard", "climbmix": "download_shard", "eval_bundle": "download_eval_bundle",
-                          **{name: "download_file" for name in URL_FILES.values()}}
-DOWNLOAD_RULE = {name: SPECIAL_DOWNLOAD_RULES.get(name, "download_hub") for name in DATA}  # entry -> its rule
 
 
 def log_path(rule: str, name: str = "") -> str:
@@ -129,19 +97,10 @@ MAIL_USER = config["workflow"]["email"] or os.environ.get("EMAIL", "")
 os.environ.update(NANOCHAT_SLURM_MAIL=f"--mail-type=END,FAIL --mail-user={MAIL_USER}" if MAIL_USER else "")
 
 
-def unreachable_downloads() -> list[str]:
-    """The downloads this run is about to do whose server this machine cannot reach, e.g. on a GPU node or
-    login node without internet, where they would only fail after their retries, hidden by keep-going."""
-    rules = {job.rule.name for job in workflow.dag.needrun_jobs()}
-    names = [name for name in DATA if DOWNLOAD_RULE[name] in rules]
-    sources = {name: source_url(CATALOG[name]) for name in names}
-    return [f"{name} ({url})" for name, url in sources.items() if not reachable(url)]
-
-
 onstart:
     if not MAIL_USER and workflow.non_local_exec:
         logger.warning("No e-mail address (config `workflow.email` or $EMAIL): SLURM jobs will not send END/FAIL mail.")
-    if unreachable := unreachable_downloads():
+    if unreachable := unreachable_downloads():  # downloads.smk
         raise WorkflowError(
             "nothing was started: this machine cannot reach the server of " + ", ".join(unreachable) + ". Run the "
             "`download` target first where there is internet (on Ptolemy a devel node: snakemake --profile "

@@ -1,5 +1,8 @@
 # Every download (the catalog entries: nanochat/catalog.py) and the offline pretraining shards.
 # Downloads are local rules: they run where Snakemake runs (the devel node with internet on Ptolemy).
+import re
+
+from nanochat.catalog import CHAT_EVAL_TEST_SETS, MIXTURES
 
 
 # A pretraining corpus (fineweb-edu, climbmix): one job per shard, so an interrupted download reruns only what
